@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class PortfolioConfig(AppConfig):
+    name = "apps.portfolio"
+    label = "portfolio"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,359 @@
+"""K2 settings: every value comes from the environment (12-factor).
+
+`K2_ENV` selects the mode: `development` (default), `test` or `production`. Environments differ
+by variables, not code; the README and `.env.example` list every variable with its default.
+In development, `var/devstack.env` (written by `make run`, holding the local servers' URLs and
+generated dev secrets) and `.env` are read when present; real environment variables win.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("K2_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+K2_ENV = env.str("K2_ENV", default="development")
+if K2_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(f"K2_ENV must be development, test or production, not {K2_ENV!r}")
+IS_PRODUCTION = K2_ENV == "production"
+
+if not IS_PRODUCTION:
+    # Real environment variables take precedence over both files (read_env never overrides).
+    for dotenv in (BASE_DIR / ".env", VAR_DIR / "devstack.env"):
+        if dotenv.is_file():
+            environ.Env.read_env(str(dotenv), overwrite=False)
+
+
+def _required(name: str) -> str:
+    """A secret production refuses to start without (and development must be given)."""
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set. In development run `make run` (it generates local secrets into "
+            f"var/devstack.env); in production it must come from the environment."
+        )
+    return value
+
+
+# --- Core -----------------------------------------------------------------------------------
+SECRET_KEY = _required("DJANGO_SECRET_KEY")
+DEBUG = env.bool("DJANGO_DEBUG", default=K2_ENV == "development")
+if IS_PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off in production")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "k2.api.views.csrf_failure"
+K2_SERVICE_NAME = env.str("K2_SERVICE_NAME", default="k2")
+K2_PUBLIC_URL = env.str("K2_PUBLIC_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "k2.audit",
+    "k2.vault",
+    "k2.core",
+    "apps.accounts",
+    "apps.exchanges",
+    "apps.trading",
+    "apps.portfolio",
+    "apps.marketdata",
+    "apps.notifications",
+    "apps.alerts",
+]
+
+MIDDLEWARE = [
+    "k2.observability.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "k2.api.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "k2.audit.middleware.AuditRequestMiddleware",
+]
+
+ROOT_URLCONF = "k2.urls"
+WSGI_APPLICATION = "k2.wsgi.application"
+ASGI_APPLICATION = "k2.asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Data stores ------------------------------------------------------------------------------
+DATABASES = {"default": env.db_url("DATABASE_URL", default="")}
+if not DATABASES["default"].get("NAME"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. `make run` starts a local PostgreSQL and sets it for you."
+    )
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
+    "DATABASE_CONNECT_TIMEOUT", default=5
+)
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if not REDIS_URL:
+    raise ImproperlyConfigured("REDIS_URL is not set. `make run` starts a local Redis and sets it.")
+
+
+def _redis_db(url: str, db: int) -> str:
+    """The same Redis server, another logical database (cache, broker and channels kept apart)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_REDIS_URL", default=_redis_db(REDIS_URL, 0)),
+        "KEY_PREFIX": "k2",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [env.str("CHANNELS_REDIS_URL", default=_redis_db(REDIS_URL, 2))],
+            "prefix": "k2:asgi",
+        },
+    }
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_redis_db(REDIS_URL, 1))
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "audit-seal": {
+        "task": "k2.audit.tasks.audit_seal_task",
+        "schedule": timedelta(seconds=env.int("K2_AUDIT_SEAL_INTERVAL", default=30)),
+        "options": {"expires": env.int("K2_AUDIT_SEAL_INTERVAL", default=30)},
+    },
+    "audit-archive": {
+        "task": "k2.audit.tasks.audit_archive_task",
+        "schedule": timedelta(minutes=env.int("K2_AUDIT_ARCHIVE_INTERVAL_MINUTES", default=60)),
+        "options": {"expires": 60 * env.int("K2_AUDIT_ARCHIVE_INTERVAL_MINUTES", default=60)},
+    },
+}
+
+# --- Auth -------------------------------------------------------------------------------------
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("K2_PASSWORD_MIN_LENGTH", default=12)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- i18n / time ------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files (admin, API docs) -----------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- API --------------------------------------------------------------------------------------
+K2_REQUEST_MAX_BODY_BYTES = env.int("K2_REQUEST_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = K2_REQUEST_MAX_BODY_BYTES
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["k2.api.renderers.EnvelopeJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="120/min"),
+        "user": env.str("API_THROTTLE_USER", default="1200/min"),
+    },
+    "DEFAULT_PAGINATION_CLASS": "k2.api.pagination.EnvelopeCursorPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "k2.api.filters.SortFilter",
+    ],
+    "EXCEPTION_HANDLER": "k2.api.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DATETIME_FORMAT": "iso-8601",
+    "COERCE_DECIMAL_TO_STRING": True,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "NUM_PROXIES": env.int("K2_NUM_PROXIES", default=0),
+}
+K2_PAGINATION_MAX_LIMIT = env.int("K2_PAGINATION_MAX_LIMIT", default=100)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "K2 API",
+    "DESCRIPTION": "One backend for Crypto.com Exchange (spot) and Kalshi (event contracts).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/v1",
+}
+
+# --- Secret vault -----------------------------------------------------------------------------
+K2_VAULT_PROVIDER = env.str("K2_VAULT_PROVIDER", default="local")
+K2_VAULT_MASTER_KEYS = env.str("K2_VAULT_MASTER_KEYS", default="")
+K2_VAULT_ACTIVE_KEY_ID = env.str("K2_VAULT_ACTIVE_KEY_ID", default="")
+K2_VAULT_KMS_KEY_ID = env.str("K2_VAULT_KMS_KEY_ID", default="")
+K2_VAULT_KMS_ENDPOINT_URL = env.str("K2_VAULT_KMS_ENDPOINT_URL", default="") or None
+AWS_REGION = env.str("AWS_REGION", default="us-east-1")
+if K2_VAULT_PROVIDER not in {"local", "aws-kms"}:
+    raise ImproperlyConfigured("K2_VAULT_PROVIDER must be 'local' or 'aws-kms'")
+if K2_VAULT_PROVIDER == "local" and not K2_VAULT_MASTER_KEYS:
+    _required("K2_VAULT_MASTER_KEYS")
+if K2_VAULT_PROVIDER == "aws-kms" and not K2_VAULT_KMS_KEY_ID:
+    _required("K2_VAULT_KMS_KEY_ID")
+
+# --- Audit log --------------------------------------------------------------------------------
+K2_AUDIT_ARCHIVE_BACKEND = env.str("K2_AUDIT_ARCHIVE_BACKEND", default="local")
+K2_AUDIT_ARCHIVE_DIR = env.str("K2_AUDIT_ARCHIVE_DIR", default=str(VAR_DIR / "audit-archive"))
+K2_AUDIT_ARCHIVE_S3_BUCKET = env.str("K2_AUDIT_ARCHIVE_S3_BUCKET", default="")
+K2_AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str("K2_AUDIT_ARCHIVE_S3_ENDPOINT_URL", default="") or None
+K2_AUDIT_ARCHIVE_RETENTION_DAYS = env.int("K2_AUDIT_ARCHIVE_RETENTION_DAYS", default=2555)
+if K2_AUDIT_ARCHIVE_BACKEND == "s3":
+    STORAGES["audit_archive"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": K2_AUDIT_ARCHIVE_S3_BUCKET or _required("K2_AUDIT_ARCHIVE_S3_BUCKET"),
+            "endpoint_url": K2_AUDIT_ARCHIVE_S3_ENDPOINT_URL,
+            "region_name": AWS_REGION,
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+elif K2_AUDIT_ARCHIVE_BACKEND == "local":
+    STORAGES["audit_archive"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": K2_AUDIT_ARCHIVE_DIR, "file_permissions_mode": 0o440},
+    }
+else:
+    raise ImproperlyConfigured("K2_AUDIT_ARCHIVE_BACKEND must be 'local' or 's3'")
+
+# --- Demo data --------------------------------------------------------------------------------
+K2_DEMO_PASSWORD = env.str("K2_DEMO_PASSWORD", default="k2-demo-Passw0rd!")
+
+# --- Security ---------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if IS_PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is too weak for production (50+ chars)")
+
+# --- Logging and errors -----------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {
+            "()": "structlog.stdlib.ProcessorFormatter",
+            "processors": "ext://k2.observability.logging.formatter_processors",
+            "foreign_pre_chain": "ext://k2.observability.logging.shared_processors",
+        }
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},  # our exception handler logs 5xx itself
+        "django.server": {"level": "WARNING"},
+        "uvicorn.access": {"level": "WARNING"},  # the audit log records every request
+        "celery": {"level": LOG_LEVEL},
+    },
+}
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default=K2_ENV),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+        send_default_pii=False,
+        integrations=[DjangoIntegration(), CeleryIntegration()],
+    )
+
+from k2.observability.logging import configure_structlog  # noqa: E402
+
+configure_structlog(LOG_FORMAT)
