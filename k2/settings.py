@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -276,9 +277,10 @@ K2_AUDIT_ARCHIVE_DIR = env.str("K2_AUDIT_ARCHIVE_DIR", default=str(VAR_DIR / "au
 K2_AUDIT_ARCHIVE_S3_BUCKET = env.str("K2_AUDIT_ARCHIVE_S3_BUCKET", default="")
 K2_AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str("K2_AUDIT_ARCHIVE_S3_ENDPOINT_URL", default="") or None
 K2_AUDIT_ARCHIVE_RETENTION_DAYS = env.int("K2_AUDIT_ARCHIVE_RETENTION_DAYS", default=2555)
+K2_AUDIT_ARCHIVE_LOCK_MODE = env.str("K2_AUDIT_ARCHIVE_LOCK_MODE", default="COMPLIANCE")
 if K2_AUDIT_ARCHIVE_BACKEND == "s3":
     STORAGES["audit_archive"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "k2.audit.storage.ObjectLockS3Storage",
         "OPTIONS": {
             "bucket_name": K2_AUDIT_ARCHIVE_S3_BUCKET or _required("K2_AUDIT_ARCHIVE_S3_BUCKET"),
             "endpoint_url": K2_AUDIT_ARCHIVE_S3_ENDPOINT_URL,

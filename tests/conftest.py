@@ -28,3 +28,26 @@ def api_client():
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _audit_tables_flushable_between_tests():
+    """Django flushes tables with TRUNCATE after transactional tests; the audit guard refuses
+    TRUNCATE (as it must). Test teardown alone runs the flush with triggers paused
+    (session_replication_role, a superuser-only setting); tests themselves run with the guard on."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):  # noqa: ANN001
+        with self.connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+        try:
+            original(self, sql_list)
+        finally:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SET session_replication_role = DEFAULT")
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    DatabaseOperations.execute_sql_flush = original

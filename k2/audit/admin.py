@@ -1,0 +1,65 @@
+"""The audit log in admin: read-only, searchable. Admin changes are themselves audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.models import LogEntry
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.http import HttpRequest
+
+from k2.audit.models import AuditArchive, AuditEntry, AuditSeal
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "action", "actor_label", "target_type", "target_id", "ip", "request_id")
+    list_filter = ("action", "target_type")
+    search_fields = ("=id", "action", "actor_label", "=actor_id", "target_id", "=request_id", "=ip")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+
+@admin.register(AuditSeal)
+class AuditSealAdmin(ReadOnlyAdmin):
+    list_display = ("seq", "created_at", "xid_low", "xid_high", "entry_count", "seal_hash")
+    search_fields = ("=seq", "seal_hash")
+    exclude = ("entry_ids", "entry_hashes")
+
+    @admin.display(description="entries")
+    def entry_count(self, obj: AuditSeal) -> int:
+        return len(obj.entry_ids)
+
+
+@admin.register(AuditArchive)
+class AuditArchiveAdmin(ReadOnlyAdmin):
+    list_display = ("seal", "created_at", "storage_name", "sha256")
+    list_select_related = ("seal",)
+
+
+@receiver(post_save, sender=LogEntry, dispatch_uid="k2_audit_admin_log_entry")
+def _audit_admin_change(sender: type[LogEntry], instance: LogEntry, created: bool, **kwargs: Any) -> None:
+    if not created:
+        return
+    from k2.audit.services import record
+
+    action = {1: "admin.add", 2: "admin.change", 3: "admin.delete"}.get(instance.action_flag, "admin.action")
+    record(
+        instance.user,
+        action,
+        target=(instance.content_type.model if instance.content_type else "", instance.object_id or ""),
+        details={"object": instance.object_repr[:200], "change": instance.get_change_message()[:1000]},
+    )
