@@ -130,16 +130,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             wait = int(exc.wait or 1) if exc.wait is not None else 1
             headers["Retry-After"] = str(max(wait, 1))
             details = {"retry_after_seconds": max(wait, 1)}
-        auth_header = getattr(exc, "auth_header", None)
+        status_code = exc.status_code
         if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-            request = context.get("request")
-            view = context.get("view")
-            if view is not None and request is not None:
-                auth_header = view.get_authenticate_header(request)
-        if auth_header:
-            headers["WWW-Authenticate"] = auth_header
+            # DRF downgrades these to 403 when the auth class sends no challenge; the contract is 401.
+            status_code = status.HTTP_401_UNAUTHORIZED
+            headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or 'Bearer realm="api"'
         set_rollback()
-        return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+        return Response(error_body(code, message, details), status=status_code, headers=headers)
 
     # Anything else is a bug: log it with its traceback (and Sentry picks it up), answer generically.
     log.exception("unhandled_exception", exc_type=type(exc).__name__)
