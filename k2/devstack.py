@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ def wait_until(predicate: object, what: str, timeout: float = READY_TIMEOUT) -> 
         try:
             if predicate():  # type: ignore[operator]
                 return
-        except Exception:  # noqa: BLE001,S110 - not ready yet
+        except Exception:  # noqa: S110 - not ready yet
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s")
@@ -171,8 +172,8 @@ class Postgres:
     def url(self) -> str:
         return f"postgres://k2:{quote(self.password, safe='')}@127.0.0.1:{self.port}/k2"
 
-    def _popen_kwargs(self) -> dict[str, object]:
-        kwargs: dict[str, object] = {"start_new_session": True}
+    def _popen_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"start_new_session": True}
         if self.ids:
             kwargs.update(user=self.ids[0], group=self.ids[1], extra_groups=[])
         return kwargs
@@ -191,12 +192,20 @@ class Postgres:
             subprocess.run(
                 [
                     str(self.bin / "initdb"),
-                    "-D", str(self.data_dir), "-U", "k2", f"--pwfile={pwfile}",
-                    "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-instructions",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "k2",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-instructions",
                 ],
                 check=True,
                 stdout=subprocess.DEVNULL,
-                **self._popen_kwargs(),  # type: ignore[arg-type]
+                **self._popen_kwargs(),
             )
         finally:
             pwfile.unlink(missing_ok=True)
@@ -221,13 +230,23 @@ class Postgres:
             raise RuntimeError(f"port {self.port} is already in use; set K2_DEV_PG_PORT to another")
         log = (self.data_dir.parent / "postgres.log").open("ab")
         args = [
-            str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-            "-c", "max_connections=200", "-c", "log_min_messages=warning",
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.data_dir}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "log_min_messages=warning",
         ]
         if not self.durable:  # a throwaway test database need not survive a power cut
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, **self._popen_kwargs())  # type: ignore[call-overload]
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, **self._popen_kwargs())
         wait_until(self._ready, "PostgreSQL")
         self._ensure_database()
 
@@ -237,8 +256,13 @@ class Postgres:
         if self.proc and self.proc.poll() is not None:
             raise RuntimeError(f"PostgreSQL exited with {self.proc.returncode}; see var/postgres.log")
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user="k2", password=self.password, dbname=dbname,
-            connect_timeout=2, autocommit=True,
+            host="127.0.0.1",
+            port=self.port,
+            user="k2",
+            password=self.password,
+            dbname=dbname,
+            connect_timeout=2,
+            autocommit=True,
         )
 
     def _ready(self) -> bool:
@@ -279,8 +303,13 @@ class Redis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         lines = [
-            f"port {self.port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no",
-            f"dir {self.data_dir}", f"requirepass {self.password}", "databases 16",
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            "daemonize no",
+            f"dir {self.data_dir}",
+            f"requirepass {self.password}",
+            "databases 16",
             f"logfile {self.data_dir / 'redis.log'}",
         ]
         lines += ["appendonly yes", "save 60 1"] if self.durable else ["appendonly no", 'save ""']
@@ -289,7 +318,9 @@ class Redis:
             fh.write("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(
             [str(redis_server_bin()), str(conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_until(self._ready, "Redis")
 
@@ -374,13 +405,18 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
                 env[key] = conf[key]
         if not ephemeral:
             # Other terminals (`make shell`, `./manage.py ...`) find the running stack here.
-            write_env_file(base / "devstack.env", {**conf, **{k: v for k, v in env.items() if k != "K2_VAR_DIR"}})
+            write_env_file(
+                base / "devstack.env", {**conf, **{k: v for k, v in env.items() if k != "K2_VAR_DIR"}}
+            )
         yield env
     finally:
         for server in reversed(started):
             server.stop()
         if started:
-            say("stopped " + " and ".join(type(s).__name__.replace("Postgres", "PostgreSQL") for s in reversed(started)))
+            say(
+                "stopped "
+                + " and ".join(type(s).__name__.replace("Postgres", "PostgreSQL") for s in reversed(started))
+            )
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -428,7 +464,9 @@ def serve(env: dict[str, str]) -> int:
     say(f"Admin:     http://127.0.0.1:{port}/admin/")
     say(f"Health:    http://127.0.0.1:{port}/healthz  http://127.0.0.1:{port}/readyz")
     say("Ctrl-C stops everything.")
-    return run_child([sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "start"], {**env, "PORT": port})
+    return run_child(
+        [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "start"], {**env, "PORT": port}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

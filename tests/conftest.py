@@ -11,7 +11,7 @@ os.environ.setdefault("K2_ENV", "test")
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis(settings):  # noqa: ANN001
+def _clean_redis(settings):
     """Each test starts with empty Redis databases (cache, rate limits, channel layer)."""
     import redis
 
@@ -20,7 +20,6 @@ def _clean_redis(settings):  # noqa: ANN001
         client.flushall()
     finally:
         client.close()
-    yield
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def _audit_tables_flushable_between_tests():
 
     original = DatabaseOperations.execute_sql_flush
 
-    def execute_sql_flush(self, sql_list):  # noqa: ANN001
+    def execute_sql_flush(self, sql_list):
         with self.connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = replica")
         try:
@@ -48,6 +47,6 @@ def _audit_tables_flushable_between_tests():
             with self.connection.cursor() as cursor:
                 cursor.execute("SET session_replication_role = DEFAULT")
 
-    DatabaseOperations.execute_sql_flush = execute_sql_flush
+    DatabaseOperations.execute_sql_flush = execute_sql_flush  # type: ignore[method-assign]
     yield
-    DatabaseOperations.execute_sql_flush = original
+    DatabaseOperations.execute_sql_flush = original  # type: ignore[method-assign]

@@ -26,8 +26,8 @@ log = get_logger(__name__)
 class ApplicationError(Exception):
     """A domain error with a stable code. Subclass per case; never put secrets in details."""
 
-    code = "APPLICATION_ERROR"
-    status_code = status.HTTP_400_BAD_REQUEST
+    code: str = "APPLICATION_ERROR"
+    status_code: int = status.HTTP_400_BAD_REQUEST
     default_message = "The request could not be completed."
 
     def __init__(
@@ -127,7 +127,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         else:
             message, details = str(_flatten_detail(exc.detail)), {}
         if isinstance(exc, drf.Throttled):
-            wait = int(exc.wait or 1) if exc.wait is not None else 1
+            raw_wait = getattr(exc, "wait", None)
+            wait = int(raw_wait) if raw_wait else 1
             headers["Retry-After"] = str(max(wait, 1))
             details = {"retry_after_seconds": max(wait, 1)}
         status_code = exc.status_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import exceptions
@@ -12,7 +13,9 @@ from rest_framework.request import Request
 class SortFilter(OrderingFilter):
     ordering_param = "sort"
 
-    def get_valid_fields(self, queryset: Any, view: Any, context: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    def get_valid_fields(
+        self, queryset: Any, view: Any, context: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, str]]:
         fields = getattr(view, "sort_fields", None)
         if fields is None:
             return []
@@ -26,7 +29,12 @@ class SortFilter(OrderingFilter):
             bad = [p for p in requested if p.lstrip("-") not in valid]
             if bad:
                 raise exceptions.ValidationError(
-                    {"sort": [f"Unknown sort field(s): {', '.join(bad)}. Allowed: {', '.join(sorted(valid)) or 'none'}."]}
+                    {
+                        "sort": [
+                            f"Unknown sort field(s): {', '.join(bad)}. "
+                            f"Allowed: {', '.join(sorted(valid)) or 'none'}."
+                        ]
+                    }
                 )
             return requested
         return self.get_default_ordering(view)

@@ -57,7 +57,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         try:
             check()
             checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        except Exception as exc:
             log.warning("readiness_check_failed", check=name, error_type=type(exc).__name__)
             checks[name] = "unavailable"
     failed = [name for name, state in checks.items() if state != "ok"]
@@ -76,13 +76,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_admin(request):
-        return defaults.bad_request(request, exception)
+        return defaults.bad_request(request, exception or Exception())
     return error_response(400, "MALFORMED_REQUEST", "The request was malformed.")
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_admin(request):
-        return defaults.permission_denied(request, exception)
+        return defaults.permission_denied(request, exception or Exception())
     return error_response(403, "FORBIDDEN", "You do not have permission to perform this action.")
 
 

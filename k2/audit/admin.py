@@ -26,7 +26,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "action", "actor_label", "target_type", "target_id", "ip", "request_id")
+    list_display = (
+        "id",
+        "created_at",
+        "action",
+        "actor_label",
+        "target_type",
+        "target_id",
+        "ip",
+        "request_id",
+    )
     list_filter = ("action", "target_type")
     search_fields = ("=id", "action", "actor_label", "=actor_id", "target_id", "=request_id", "=ip")
     date_hierarchy = "created_at"
@@ -60,6 +69,6 @@ def _audit_admin_change(sender: type[LogEntry], instance: LogEntry, created: boo
     record(
         instance.user,
         action,
-        target=(instance.content_type.model if instance.content_type else "", instance.object_id or ""),
+        target=(instance.content_type.model if instance.content_type_id else "", instance.object_id or ""),  # type: ignore[attr-defined]
         details={"object": instance.object_repr[:200], "change": instance.get_change_message()[:1000]},
     )

@@ -41,6 +41,8 @@ class AuditRequestMiddleware:
         try:
             record(user, "api.request", details=details)
             if response.status_code >= 500:
-                record(user, "api.error", details={**details, "error": getattr(response, "k2_error_type", "")})
-        except Exception:  # noqa: BLE001 - a failed request record must not turn a response into a 500
+                record(
+                    user, "api.error", details={**details, "error": getattr(response, "k2_error_type", "")}
+                )
+        except Exception:
             log.exception("audit_request_record_failed", path=request.path)

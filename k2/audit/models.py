@@ -64,7 +64,9 @@ class AuditSeal(models.Model):
         db_table = "audit_seal"
         ordering = ("-seq",)
         constraints = [
-            models.CheckConstraint(condition=models.Q(xid_high__gte=models.F("xid_low")), name="audit_seal_window"),
+            models.CheckConstraint(
+                condition=models.Q(xid_high__gte=models.F("xid_low")), name="audit_seal_window"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -241,14 +241,21 @@ def _archive_body(seal: AuditSeal) -> bytes:
         lines.append(
             canonical_json(
                 {
-                    "id": entry.id, "created_at": entry.created_at.isoformat(), "txid": entry.txid,
+                    "id": entry.id,
+                    "created_at": entry.created_at.isoformat(),
+                    "txid": entry.txid,
                     "actor_id": str(entry.actor_id) if entry.actor_id else None,
-                    "actor_label": entry.actor_label, "action": entry.action,
-                    "target_type": entry.target_type, "target_id": entry.target_id,
-                    "details": entry.details, "ip": entry.ip, "user_agent": entry.user_agent,
-                    "request_id": entry.request_id, "entry_hash": entry.entry_hash,
+                    "actor_label": entry.actor_label,
+                    "action": entry.action,
+                    "target_type": entry.target_type,
+                    "target_id": entry.target_id,
+                    "details": entry.details,
+                    "ip": entry.ip,
+                    "user_agent": entry.user_agent,
+                    "request_id": entry.request_id,
+                    "entry_hash": entry.entry_hash,
                 }
-            )  # fmt: skip
+            )
         )
     return ("\n".join(lines) + "\n").encode()
 
@@ -274,7 +281,9 @@ def audit_archive(*, limit: int = 1000) -> list[AuditArchive]:
             stored = storage.save(name, ContentFile(body))
         with transaction.atomic(durable=True):
             done.append(
-                AuditArchive.objects.create(seal=seal, created_at=timezone.now(), storage_name=stored, sha256=digest)
+                AuditArchive.objects.create(
+                    seal=seal, created_at=timezone.now(), storage_name=stored, sha256=digest
+                )
             )
         log.info("audit_archived", seq=seal.seq, name=stored)
     return done

@@ -27,7 +27,8 @@ def assert_error(response, status: int, code: str) -> dict:
     body = response.json()
     assert set(body) == {"error", "meta"}
     assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     assert "details" in body["error"]
     assert body["meta"]["request_id"] == response["X-Request-ID"]
     assert body["meta"]["timestamp"].endswith("Z")
@@ -35,7 +36,9 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 def test_success_envelope_and_decimal_as_string(client):
-    response = client.post("/v1/test/echo", {"name": "abc", "amount": "1.50"}, content_type="application/json")
+    response = client.post(
+        "/v1/test/echo", {"name": "abc", "amount": "1.50"}, content_type="application/json"
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["data"] == {"name": "abc", "amount": "1.50000000"}
@@ -48,11 +51,15 @@ def test_unknown_route_is_404_envelope(client):
 
 
 def test_malformed_json_is_400(client):
-    assert_error(client.post("/v1/test/echo", "{bad json", content_type="application/json"), 400, "MALFORMED_REQUEST")
+    assert_error(
+        client.post("/v1/test/echo", "{bad json", content_type="application/json"), 400, "MALFORMED_REQUEST"
+    )
 
 
 def test_validation_error_has_per_field_details(client):
-    response = client.post("/v1/test/echo", {"name": "x" * 50, "amount": "lots"}, content_type="application/json")
+    response = client.post(
+        "/v1/test/echo", {"name": "x" * 50, "amount": "lots"}, content_type="application/json"
+    )
     body = assert_error(response, 400, "VALIDATION_ERROR")
     assert set(body["error"]["details"]["fields"]) == {"name", "amount"}
     response = client.post("/v1/test/echo", [1, 2], content_type="application/json")
@@ -63,7 +70,9 @@ def test_unauthenticated_forbidden_method_media_type(client):
     assert_error(client.get("/v1/test/protected"), 401, "UNAUTHENTICATED")
     assert_error(client.get("/v1/test/forbidden"), 403, "FORBIDDEN")
     assert_error(client.delete("/v1/test/echo"), 405, "METHOD_NOT_ALLOWED")
-    assert_error(client.post("/v1/test/echo", "name=a", content_type="text/plain"), 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert_error(
+        client.post("/v1/test/echo", "name=a", content_type="text/plain"), 415, "UNSUPPORTED_MEDIA_TYPE"
+    )
 
 
 def test_application_error_carries_code_and_details(client):
@@ -164,7 +173,9 @@ def test_logs_are_structured_json_with_request_context(client):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(processors=formatter_processors, foreign_pre_chain=shared_processors)
+        structlog.stdlib.ProcessorFormatter(
+            processors=formatter_processors, foreign_pre_chain=shared_processors
+        )
     )
     root = logging.getLogger()
     root.addHandler(handler)

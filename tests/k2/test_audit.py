@@ -115,9 +115,9 @@ def test_verify_names_deleted_and_inserted_entries():
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM audit_log WHERE id = %s", [entries[0].id])
             cursor.execute(
-                "INSERT INTO audit_log (created_at, txid, actor_label, action, target_type, target_id, details,"
-                " user_agent, request_id, entry_hash) VALUES (now(), %s, 'mallory', 'test.forged', '', '',"
-                " '{}', '', '', 'x') RETURNING id",
+                "INSERT INTO audit_log (created_at, txid, actor_label, action, target_type, target_id,"
+                " details, user_agent, request_id, entry_hash) VALUES (now(), %s, 'mallory', 'test.forged',"
+                " '', '', '{}', '', '', 'x') RETURNING id",
                 [seal.xid_low],
             )
             forged_id = cursor.fetchone()[0]
@@ -179,7 +179,7 @@ def test_archive_writes_each_seal_once_to_storage(tmp_path, settings):
     }
     from django.core.files.storage import storages
 
-    storages._storages.pop("audit_archive", None)
+    storages._storages.pop("audit_archive", None)  # type: ignore[attr-defined]
     ids = [record(None, "test.event", details={"i": i}).id for i in range(4)]
     audit_seal_all()
     archived = audit_archive()
@@ -191,7 +191,7 @@ def test_archive_writes_each_seal_once_to_storage(tmp_path, settings):
     seal, lines = parse_archive(body)
     assert seal["seq"] == 1
     assert {line["id"] for line in lines} >= set(ids) & set(item.seal.entry_ids)
-    storages._storages.pop("audit_archive", None)
+    storages._storages.pop("audit_archive", None)  # type: ignore[attr-defined]
 
 
 def test_audit_tables_are_owned_by_migrations_not_writable_by_psycopg_either(settings):
@@ -199,7 +199,11 @@ def test_audit_tables_are_owned_by_migrations_not_writable_by_psycopg_either(set
     record(None, "test.event")
     db = settings.DATABASES["default"]
     conn = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname=connection.settings_dict["NAME"]
+        host=db["HOST"],
+        port=db["PORT"],
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname=connection.settings_dict["NAME"],
     )
     try:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -22,7 +22,9 @@ PRODUCTION = {
 
 
 def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("K2_", "DJANGO_", "DATABASE_", "REDIS_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("K2_", "DJANGO_", "DATABASE_", "REDIS_"))
+    }
     clean["K2_VAR_DIR"] = "/nonexistent-k2-var"  # no devstack.env fallback
     return subprocess.run(
         [sys.executable, "manage.py", *args],

@@ -9,7 +9,9 @@ class Command(BaseCommand):
     help = "Verify the audit log's hash chain; name every edited, deleted or inserted entry."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--seal-first", action="store_true", help="seal finished entries before verifying")
+        parser.add_argument(
+            "--seal-first", action="store_true", help="seal finished entries before verifying"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from k2.audit.services import audit_seal_all, audit_verify
