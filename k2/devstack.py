@@ -423,7 +423,9 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
 
 def run_child(cmd: list[str], env: dict[str, str]) -> int:
     """Run a command until it exits; a SIGINT/SIGTERM to us is passed on and waited for."""
-    child = subprocess.Popen(cmd, env={**os.environ, **env})
+    # Children find this interpreter's environment first (the Procfile says plain `python`).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    child = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env, "PATH": path})
     received: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -464,9 +466,10 @@ def serve(env: dict[str, str]) -> int:
     say(f"Admin:     http://127.0.0.1:{port}/admin/")
     say(f"Health:    http://127.0.0.1:{port}/healthz  http://127.0.0.1:{port}/readyz")
     say("Ctrl-C stops everything.")
-    return run_child(
-        [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "start"], {**env, "PORT": port}
-    )
+    # honcho gives the first Procfile entry (web) PORT itself; K2_PROCFILE_ONLY picks a subset.
+    only = [name for name in os.environ.get("K2_PROCFILE_ONLY", "").split(",") if name]
+    honcho = [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "start", "-p", port, *only]
+    return run_child(honcho, {**env, "PORT": port})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ def _required(name: str) -> str:
 
 # --- Core -----------------------------------------------------------------------------------
 SECRET_KEY = _required("DJANGO_SECRET_KEY")
-DEBUG = env.bool("DJANGO_DEBUG", default=K2_ENV == "development")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)  # on: Django debug pages instead of JSON errors
 if IS_PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG must be off in production")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
