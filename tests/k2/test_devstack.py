@@ -27,13 +27,21 @@ def _free_port() -> int:
 def _start(var_dir: Path, port: int, pg_port: int, redis_port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K2_", "DJANGO_", "DATABASE_", "REDIS_"))}
     env.update(
-        K2_VAR_DIR=str(var_dir), PORT=str(port), K2_DEV_PG_PORT=str(pg_port), K2_DEV_REDIS_PORT=str(redis_port),
+        K2_VAR_DIR=str(var_dir),
+        PORT=str(port),
+        K2_DEV_PG_PORT=str(pg_port),
+        K2_DEV_REDIS_PORT=str(redis_port),
         K2_PROCFILE_ONLY="web,worker,beat",
-    )  # fmt: skip
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "k2.devstack", "serve"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[str], timeout: float = 90) -> float:

@@ -67,9 +67,14 @@ def test_sentry_initialised_only_when_dsn_set():
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("K2_", "DJANGO_", "SENTRY_"))}
         clean.update({"DJANGO_SETTINGS_MODULE": "k2.settings", "K2_VAR_DIR": "/nonexistent-k2-var"})
         result = subprocess.run(
-            [sys.executable, "-c", probe], cwd=ROOT, env={**clean, **base, **extra},
-            capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={**clean, **base, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         return result.stdout.strip().splitlines()[-1]
 
     assert active({}) == "False"
