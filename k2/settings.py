@@ -357,6 +357,9 @@ if SENTRY_DSN:
         integrations=[DjangoIntegration(), CeleryIntegration()],
     )
 
+if K2_ENV == "test":
+    INSTALLED_APPS.append("tests.testapp")  # test-only models (e.g. a vault field sample)
+
 from k2.observability.logging import configure_structlog  # noqa: E402
 
 configure_structlog(LOG_FORMAT)
