@@ -354,6 +354,7 @@ if SENTRY_DSN:
         environment=env.str("SENTRY_ENVIRONMENT", default=K2_ENV),
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
         send_default_pii=False,
+        include_local_variables=False,  # a frame's locals may hold a secret being sealed
         integrations=[DjangoIntegration(), CeleryIntegration()],
     )
 

@@ -16,7 +16,6 @@ from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 from k2.observability.logging import get_logger
 
@@ -103,7 +102,11 @@ def _validation_details(detail: Any) -> dict[str, Any]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's EXCEPTION_HANDLER. Returns None only never: every error gets the envelope."""
+    """DRF's EXCEPTION_HANDLER: every error gets the envelope (this never returns None)."""
+    # Imported here: rest_framework.views resolves DEFAULT_AUTHENTICATION_CLASSES at import
+    # time, and authentication classes import this module.
+    from rest_framework.views import set_rollback
+
     headers: dict[str, str] = {}
     if isinstance(exc, Http404):
         exc = drf.NotFound()
