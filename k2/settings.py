@@ -298,6 +298,22 @@ elif K2_AUDIT_ARCHIVE_BACKEND == "local":
 else:
     raise ImproperlyConfigured("K2_AUDIT_ARCHIVE_BACKEND must be 'local' or 's3'")
 
+# --- Exchanges (apps.exchanges) ---------------------------------------------------------------
+# Base URLs are configuration: the defaults are the local simulators that `make run` starts.
+K2_CRYPTOCOM_REST_URL = env.str("K2_CRYPTOCOM_REST_URL", default="http://127.0.0.1:8601/exchange/v1")
+K2_CRYPTOCOM_MARKET_WS_URL = env.str("K2_CRYPTOCOM_MARKET_WS_URL", default="ws://127.0.0.1:8601/exchange/v1/market")
+K2_CRYPTOCOM_USER_WS_URL = env.str("K2_CRYPTOCOM_USER_WS_URL", default="ws://127.0.0.1:8601/exchange/v1/user")
+K2_KALSHI_REST_URL = env.str("K2_KALSHI_REST_URL", default="http://127.0.0.1:8602/trade-api/v2")
+K2_KALSHI_WS_URL = env.str("K2_KALSHI_WS_URL", default="ws://127.0.0.1:8602/trade-api/ws/v2")
+K2_EXCHANGE_LINK_STATE_TTL_SECONDS = env.int("K2_EXCHANGE_LINK_STATE_TTL_SECONDS", default=600)
+K2_EXCHANGE_LINK_CHECK_TIMEOUT_SECONDS = env.float("K2_EXCHANGE_LINK_CHECK_TIMEOUT_SECONDS", default=10.0)
+K2_EXCHANGE_LINK_CHECK_INTERVAL_MINUTES = env.int("K2_EXCHANGE_LINK_CHECK_INTERVAL_MINUTES", default=30)
+CELERY_BEAT_SCHEDULE["exchange-links-check"] = {
+    "task": "apps.exchanges.tasks.exchange_links_check_task",
+    "schedule": timedelta(minutes=K2_EXCHANGE_LINK_CHECK_INTERVAL_MINUTES),
+    "options": {"expires": 60 * K2_EXCHANGE_LINK_CHECK_INTERVAL_MINUTES},
+}
+
 # --- Demo data --------------------------------------------------------------------------------
 K2_DEMO_PASSWORD = env.str("K2_DEMO_PASSWORD", default="k2-demo-Passw0rd!")
 

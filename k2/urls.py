@@ -9,6 +9,7 @@ from k2.api import views as api_views
 v1_patterns: list = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("apps.exchanges.api.urls")),
 ]
 
 urlpatterns = [
