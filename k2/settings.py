@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_otp",
     "k2.audit",
     "k2.vault",
     "k2.core",
@@ -221,7 +222,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["k2.api.renderers.EnvelopeJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "apps.accounts.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": [
@@ -231,6 +232,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="120/min"),
         "user": env.str("API_THROTTLE_USER", default="1200/min"),
+        "auth": env.str("API_THROTTLE_AUTH", default="60/min"),
+        "auth_email": env.str("API_THROTTLE_AUTH_EMAIL", default="10/min"),
     },
     "DEFAULT_PAGINATION_CLASS": "k2.api.pagination.EnvelopeCursorPagination",
     "PAGE_SIZE": 20,
@@ -316,6 +319,61 @@ CELERY_BEAT_SCHEDULE["exchange-links-check"] = {
 
 # --- Demo data --------------------------------------------------------------------------------
 K2_DEMO_PASSWORD = env.str("K2_DEMO_PASSWORD", default="k2-demo-Passw0rd!")
+
+# --- Accounts & auth (apps.accounts) -----------------------------------------------------------
+# JWTs are signed with keys kept (vault-encrypted) in the jwt_signing_keys table; see
+# apps/accounts/tokens.py. Lifetimes follow the architecture: access 15 min, refresh 7 days.
+K2_JWT_ALGORITHM = env.str("K2_JWT_ALGORITHM", default="ES256")
+K2_JWT_ISSUER = env.str("K2_JWT_ISSUER", default="k2")
+K2_JWT_AUDIENCE = env.str("K2_JWT_AUDIENCE", default="k2-api")
+K2_JWT_ACCESS_TOKEN_LIFETIME = timedelta(seconds=env.int("K2_JWT_ACCESS_TOKEN_SECONDS", default=15 * 60))
+K2_JWT_REFRESH_TOKEN_LIFETIME = timedelta(
+    seconds=env.int("K2_JWT_REFRESH_TOKEN_SECONDS", default=7 * 24 * 3600)
+)
+K2_JWT_CHALLENGE_TOKEN_LIFETIME = timedelta(seconds=env.int("K2_JWT_CHALLENGE_TOKEN_SECONDS", default=300))
+K2_JWT_LEEWAY_SECONDS = env.int("K2_JWT_LEEWAY_SECONDS", default=10)
+K2_JWT_KEYSET_CACHE_SECONDS = env.int("K2_JWT_KEYSET_CACHE_SECONDS", default=60)
+K2_JWT_KEY_OVERLAP = timedelta(
+    seconds=env.int("K2_JWT_KEY_OVERLAP_SECONDS", default=int(K2_JWT_REFRESH_TOKEN_LIFETIME.total_seconds()))
+)
+K2_PASSWORD_MAX_LENGTH = env.int("K2_PASSWORD_MAX_LENGTH", default=256)
+K2_EMAIL_VERIFICATION_TTL = timedelta(seconds=env.int("K2_EMAIL_VERIFICATION_TTL_SECONDS", default=48 * 3600))
+K2_PASSWORD_RESET_TTL = timedelta(seconds=env.int("K2_PASSWORD_RESET_TTL_SECONDS", default=3600))
+K2_VERIFY_EMAIL_URL = env.str("K2_VERIFY_EMAIL_URL", default=f"{K2_PUBLIC_URL}/verify-email?token={{token}}")
+K2_PASSWORD_RESET_URL = env.str(
+    "K2_PASSWORD_RESET_URL", default=f"{K2_PUBLIC_URL}/reset-password?token={{token}}"
+)
+K2_LOGIN_FAILURE_WINDOW_SECONDS = env.int("K2_LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+K2_LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("K2_LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5)
+K2_LOGIN_MAX_FAILURES_PER_IP = env.int("K2_LOGIN_MAX_FAILURES_PER_IP", default=20)
+K2_TOTP_ISSUER = env.str("K2_TOTP_ISSUER", default="K2")
+K2_TOTP_TOLERANCE = env.int("K2_TOTP_TOLERANCE", default=1)
+K2_TOTP_THROTTLE_FACTOR = env.int("K2_TOTP_THROTTLE_FACTOR", default=1)
+K2_TOTP_MAX_FAILURES = env.int("K2_TOTP_MAX_FAILURES", default=5)
+K2_TOTP_FAILURE_WINDOW_SECONDS = env.int("K2_TOTP_FAILURE_WINDOW_SECONDS", default=300)
+K2_RECOVERY_CODE_COUNT = env.int("K2_RECOVERY_CODE_COUNT", default=10)
+K2_OAUTH_GOOGLE_CLIENT_IDS = env.list("K2_OAUTH_GOOGLE_CLIENT_IDS", default=[])
+K2_OAUTH_GOOGLE_JWKS_URL = env.str(
+    "K2_OAUTH_GOOGLE_JWKS_URL", default="https://www.googleapis.com/oauth2/v3/certs"
+)
+K2_OAUTH_GOOGLE_ISSUERS = env.list(
+    "K2_OAUTH_GOOGLE_ISSUERS", default=["https://accounts.google.com", "accounts.google.com"]
+)
+K2_OAUTH_APPLE_CLIENT_IDS = env.list("K2_OAUTH_APPLE_CLIENT_IDS", default=[])
+K2_OAUTH_APPLE_JWKS_URL = env.str("K2_OAUTH_APPLE_JWKS_URL", default="https://appleid.apple.com/auth/keys")
+K2_OAUTH_APPLE_ISSUERS = env.list("K2_OAUTH_APPLE_ISSUERS", default=["https://appleid.apple.com"])
+K2_OAUTH_JWKS_CACHE_SECONDS = env.int("K2_OAUTH_JWKS_CACHE_SECONDS", default=3600)
+K2_OAUTH_HTTP_TIMEOUT_SECONDS = env.float("K2_OAUTH_HTTP_TIMEOUT_SECONDS", default=5.0)
+K2_OAUTH_REQUIRE_NONCE = env.bool("K2_OAUTH_REQUIRE_NONCE", default=True)
+OTP_TOTP_ISSUER = K2_TOTP_ISSUER
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="K2 <no-reply@k2.local>")
 
 # --- Security ---------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -10,6 +10,7 @@ v1_patterns: list = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("apps.exchanges.api.urls")),
+    path("", include("apps.accounts.api.urls")),
 ]
 
 urlpatterns = [

@@ -1,15 +1,35 @@
-"""Users: a custom user model keyed by email with a UUID id (architecture `users` table)."""
+"""Accounts tables (architecture 2.1): `users`, `oauth_providers`, `sessions`, plus the TOTP
+device, recovery codes, single-use email tokens and the JWT signing keys.
+
+Nothing secret is stored in the clear: refresh tokens, recovery codes and email tokens as
+SHA-256 digests (they are 128+ bit random values, so a fast hash is enough), the TOTP seed and
+the JWT private keys encrypted with the vault.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+
+from apps.accounts.choices import (
+    AccountTokenPurpose,
+    AuthMethod,
+    DisplayCurrency,
+    KycStatus,
+    OAuthProvider,
+    SessionRevokeReason,
+    default_notification_preferences,
+)
+from k2.core.models import BaseModel
+from k2.vault.fields import EncryptedTextField
 
 
 class UserManager(BaseUserManager["User"]):
@@ -38,7 +58,9 @@ class UserManager(BaseUserManager["User"]):
         return self._create_user(email, password, **extra)
 
 
-class User(AbstractBaseUser, PermissionsMixin):
+class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-missing]  # untyped django-otp base
+    """A K2 user, keyed by email. `password` is unusable for OAuth-only users."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField(max_length=255, unique=True)
     is_active = models.BooleanField(default=True)
@@ -46,6 +68,21 @@ class User(AbstractBaseUser, PermissionsMixin):
     email_verified = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Profile, settings and preferences (/v1/users/me).
+    display_name = models.CharField(max_length=100, blank=True, default="")
+    display_currency = models.CharField(
+        max_length=3, choices=DisplayCurrency.choices, default=DisplayCurrency.USD
+    )
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone name")
+    notification_preferences = models.JSONField(default=default_notification_preferences)
+    kyc_status = models.CharField(
+        max_length=20, choices=KycStatus.choices, default=KycStatus.NOT_STARTED, db_index=True
+    )
+    # Denormalised from the confirmed TOTP device (architecture `users.totp_enabled`), kept in
+    # step by the 2FA services in the same transaction.
+    totp_enabled = models.BooleanField(default=False, db_index=True)
+    password_changed_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[UserManager] = UserManager()
 
@@ -59,3 +96,155 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+
+class OAuthIdentity(BaseModel):
+    """A Google or Apple account linked to a user (architecture `oauth_providers`)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oauth_identities"
+    )
+    provider = models.CharField(max_length=50, choices=OAuthProvider.choices)
+    provider_user_id = models.CharField(max_length=255)
+    email = models.EmailField(max_length=255, blank=True, default="")
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "oauth_providers"
+        verbose_name = "OAuth identity"
+        verbose_name_plural = "OAuth identities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_user_id"], name="oauth_provider_subject_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.provider_user_id}"
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    def active(self) -> SessionQuerySet:
+        return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class Session(BaseModel):
+    """One signed-in device (architecture `sessions`).
+
+    Access tokens name the session (`session_id` claim) and are refused as soon as it is
+    revoked or expired. `token_hash` is the SHA-256 of the one refresh token currently valid;
+    each refresh replaces it, so a refresh token presented twice is detectably stale.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions")
+    token_hash = models.CharField(max_length=64)
+    device_info = models.JSONField(default=dict, blank=True)
+    device_fingerprint = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    auth_method = models.CharField(max_length=20, choices=AuthMethod.choices, default=AuthMethod.PASSWORD)
+    two_factor_verified = models.BooleanField(default=False)
+    last_used_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_count = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(
+        max_length=32, choices=SessionRevokeReason.choices, blank=True, default=""
+    )
+
+    objects = SessionQuerySet.as_manager()
+
+    class Meta:
+        db_table = "sessions"
+        indexes = [models.Index(fields=["user", "revoked_at", "expires_at"], name="sessions_user_active_idx")]
+
+    def __str__(self) -> str:
+        return f"session {self.id} ({self.user_id})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class TOTPDevice(TimestampMixin, ThrottlingMixin, Device):
+    """A django-otp TOTP device whose seed is encrypted with the vault.
+
+    `last_t` is the time step of the last accepted code: only later steps verify, so a code is
+    accepted once. Verification failures back off exponentially (django-otp ThrottlingMixin).
+    A user has at most one device; `confirmed` turns true when enrolment is verified.
+    """
+
+    id: models.UUIDField = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user: models.ForeignKey[User, User] = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="totp_devices"
+    )
+    key = EncryptedTextField(help_text="Base32 TOTP seed (encrypted)")
+    step: models.PositiveSmallIntegerField = models.PositiveSmallIntegerField(default=30)
+    digits: models.PositiveSmallIntegerField = models.PositiveSmallIntegerField(default=6)
+    tolerance: models.PositiveSmallIntegerField = models.PositiveSmallIntegerField(default=1)
+    last_t: models.BigIntegerField = models.BigIntegerField(default=-1)
+    confirmed_at: models.DateTimeField = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "totp_devices"
+        verbose_name = "TOTP device"
+        constraints = [models.UniqueConstraint(fields=["user"], name="totp_devices_one_per_user")]
+
+    def get_throttle_factor(self) -> int:
+        return int(settings.K2_TOTP_THROTTLE_FACTOR)
+
+
+class RecoveryCode(BaseModel):
+    """A one-time 2FA recovery code, stored as a SHA-256 digest."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="recovery_codes"
+    )
+    code_hash = models.CharField(max_length=64, unique=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "recovery_codes"
+
+    def __str__(self) -> str:
+        return f"recovery code {self.id}"
+
+
+class AccountToken(BaseModel):
+    """A single-use emailed token (email verification, password reset), stored hashed."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_tokens"
+    )
+    purpose = models.CharField(max_length=20, choices=AccountTokenPurpose.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    email = models.EmailField(max_length=255)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "account_tokens"
+        indexes = [models.Index(fields=["user", "purpose"], name="account_tokens_user_purpose")]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} token {self.id}"
+
+
+class SigningKey(BaseModel):
+    """A JWT signing key pair. The newest non-retired key signs; every key whose
+    `verify_until` has not passed verifies (tokens name it in the `kid` header), so rotation
+    never logs anyone out. The private key is encrypted with the vault."""
+
+    kid = models.CharField(max_length=64, unique=True)
+    algorithm = models.CharField(max_length=10)
+    private_key = EncryptedTextField(help_text="PEM private key (encrypted)")
+    public_key = models.TextField(help_text="PEM public key")
+    retired_at = models.DateTimeField(null=True, blank=True, help_text="When it stopped signing")
+    verify_until = models.DateTimeField(null=True, blank=True, help_text="Tokens it signed are refused after")
+
+    class Meta:
+        db_table = "jwt_signing_keys"
+        verbose_name = "JWT signing key"
+
+    def __str__(self) -> str:
+        return self.kid

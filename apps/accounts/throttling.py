@@ -1,0 +1,88 @@
+"""Brute-force limits kept in Redis through the Django cache (shared by every replica).
+
+- Failed logins: counted per account (normalised email, hashed) and per client IP in a fixed
+  window of `K2_LOGIN_FAILURE_WINDOW_SECONDS`; once either reaches its maximum, login is
+  refused with 429 + Retry-After *before* the password is checked, until the window ends.
+  A successful login clears the account counter.
+- 2FA attempts: failures per user (`K2_TOTP_MAX_FAILURES` per `K2_TOTP_FAILURE_WINDOW_SECONDS`),
+  on top of django-otp's exponential back-off on the device itself.
+- Request-rate scopes for DRF (`auth`, `auth_email`) are set in REST_FRAMEWORK throttle rates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.exceptions import Throttled
+
+_PREFIX = "accounts:fail:"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+class FailureCounter:
+    """A fixed-window failure counter: `check` raises Throttled once `limit` failures are counted."""
+
+    def __init__(self, scope: str, subject: str, *, limit: int, window: int) -> None:
+        self.key = f"{_PREFIX}{scope}:{_digest(subject)}"
+        self.limit = limit
+        self.window = window
+
+    def retry_after(self) -> int | None:
+        count = cache.get(self.key) or 0
+        if count < self.limit:
+            return None
+        reset_at = cache.get(self.key + ":reset") or (time.time() + self.window)
+        return max(1, math.ceil(reset_at - time.time()))
+
+    def check(self) -> None:
+        wait = self.retry_after()
+        if wait is not None:
+            raise Throttled(wait=wait, detail="Too many failed attempts. Try again later.")
+
+    def fail(self) -> int:
+        if cache.add(self.key, 1, self.window):
+            cache.set(self.key + ":reset", time.time() + self.window, self.window)
+            return 1
+        try:
+            return int(cache.incr(self.key))
+        except ValueError:  # expired between add and incr
+            cache.set(self.key, 1, self.window)
+            cache.set(self.key + ":reset", time.time() + self.window, self.window)
+            return 1
+
+    def reset(self) -> None:
+        cache.delete_many([self.key, self.key + ":reset"])
+
+
+def login_account_counter(email: str) -> FailureCounter:
+    return FailureCounter(
+        "login-account",
+        email.strip().lower(),
+        limit=settings.K2_LOGIN_MAX_FAILURES_PER_ACCOUNT,
+        window=settings.K2_LOGIN_FAILURE_WINDOW_SECONDS,
+    )
+
+
+def login_ip_counter(ip: str | None) -> FailureCounter:
+    return FailureCounter(
+        "login-ip",
+        ip or "unknown",
+        limit=settings.K2_LOGIN_MAX_FAILURES_PER_IP,
+        window=settings.K2_LOGIN_FAILURE_WINDOW_SECONDS,
+    )
+
+
+def two_factor_counter(user_id: str) -> FailureCounter:
+    return FailureCounter(
+        "2fa-user",
+        user_id,
+        limit=settings.K2_TOTP_MAX_FAILURES,
+        window=settings.K2_TOTP_FAILURE_WINDOW_SECONDS,
+    )
