@@ -308,12 +308,12 @@ def _session_create(
     return TokenPair(access.token, refresh.token, access.expires_at, refresh.expires_at, session)
 
 
-def _challenge_issue(*, user: User, auth_method: str) -> TwoFactorChallenge:
+def _challenge_issue(*, user: User, auth_method: str, device_name: str = "") -> TwoFactorChallenge:
     issued = tokens.encode(
         token_type=TOKEN_TYPE_CHALLENGE,
         subject=str(user.id),
         lifetime=settings.K2_JWT_CHALLENGE_TOKEN_LIFETIME,
-        claims={"auth_method": auth_method},
+        claims={"auth_method": auth_method, "device_name": device_name[:100]},
     )
     record(user, "auth.two_factor_challenge_issued", target=user, details={"auth_method": auth_method})
     return TwoFactorChallenge(issued.token, issued.expires_at)
@@ -498,7 +498,9 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
     tokens.keyset.signer()
     with transaction.atomic(durable=True):
         if user.totp_enabled:
-            challenge = _challenge_issue(user=user, auth_method=AuthMethod.PASSWORD)
+            challenge = _challenge_issue(
+                user=user, auth_method=AuthMethod.PASSWORD, device_name=client.device_name
+            )
             return LoginResult(user=user, challenge=challenge)
         pair = _session_create(
             user=user, client=client, auth_method=AuthMethod.PASSWORD, two_factor_verified=False
@@ -725,6 +727,8 @@ def auth_two_factor_login(
     counter = throttling.two_factor_counter(str(user.pk))
     counter.check()
     auth_method = str(claims.get("auth_method") or AuthMethod.PASSWORD)
+    if not client.device_name and isinstance(claims.get("device_name"), str):
+        client = ClientInfo(ip=client.ip, user_agent=client.user_agent, device_name=claims["device_name"])
     tokens.keyset.signer()
     pair: TokenPair | None = None
     with transaction.atomic(durable=True):
@@ -899,7 +903,7 @@ def oauth_login(*, provider: str, id_token: str, nonce: str | None, client: Clie
         link.last_login_at = timezone.now()
         link.save(update_fields=["last_login_at", "updated_at"])
         if user.totp_enabled:
-            challenge = _challenge_issue(user=user, auth_method=provider)
+            challenge = _challenge_issue(user=user, auth_method=provider, device_name=client.device_name)
             return LoginResult(user=user, challenge=challenge, created=created)
         pair = _session_create(user=user, client=client, auth_method=provider, two_factor_verified=False)
         record(
