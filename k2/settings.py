@@ -304,7 +304,9 @@ else:
 # --- Exchanges (apps.exchanges) ---------------------------------------------------------------
 # Base URLs are configuration: the defaults are the local simulators that `make run` starts.
 K2_CRYPTOCOM_REST_URL = env.str("K2_CRYPTOCOM_REST_URL", default="http://127.0.0.1:8601/exchange/v1")
-K2_CRYPTOCOM_MARKET_WS_URL = env.str("K2_CRYPTOCOM_MARKET_WS_URL", default="ws://127.0.0.1:8601/exchange/v1/market")
+K2_CRYPTOCOM_MARKET_WS_URL = env.str(
+    "K2_CRYPTOCOM_MARKET_WS_URL", default="ws://127.0.0.1:8601/exchange/v1/market"
+)
 K2_CRYPTOCOM_USER_WS_URL = env.str("K2_CRYPTOCOM_USER_WS_URL", default="ws://127.0.0.1:8601/exchange/v1/user")
 K2_KALSHI_REST_URL = env.str("K2_KALSHI_REST_URL", default="http://127.0.0.1:8602/trade-api/v2")
 K2_KALSHI_WS_URL = env.str("K2_KALSHI_WS_URL", default="ws://127.0.0.1:8602/trade-api/ws/v2")
