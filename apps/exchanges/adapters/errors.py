@@ -15,7 +15,8 @@ layer stays free of Django: the API maps `code` to its envelope.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 
 class ExchangeError(Exception):
@@ -31,8 +32,10 @@ class ExchangeError(Exception):
         venue: str | None = None,
         venue_code: str | None = None,
         http_status: int | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         self.message = message or self.code
+        self.details: Mapping[str, Any] = details or {}
         self.venue = venue
         self.venue_code = venue_code
         self.http_status = http_status
@@ -77,9 +80,12 @@ class OrderOutcomeUnknown(ExchangeError):
         venue: str | None = None,
         venue_code: str | None = None,
         http_status: int | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         self.client_order_id = client_order_id
-        super().__init__(message, venue=venue, venue_code=venue_code, http_status=http_status)
+        super().__init__(
+            message, venue=venue, venue_code=venue_code, http_status=http_status, details=details
+        )
 
 
 # ---- concrete errors ------------------------------------------------------------------------
@@ -104,9 +110,12 @@ class RateLimited(RetryableError):
         venue: str | None = None,
         venue_code: str | None = None,
         http_status: int | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(message, venue=venue, venue_code=venue_code, http_status=http_status)
+        super().__init__(
+            message, venue=venue, venue_code=venue_code, http_status=http_status, details=details
+        )
 
 
 class InvalidNonce(RetryableError):

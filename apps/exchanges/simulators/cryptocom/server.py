@@ -597,7 +597,9 @@ class CryptocomSimulator(SimulatorServer):
             if method == "unsubscribe":
                 sock.channels.discard(channel)
                 self.book_subs = [
-                    b for b in self.book_subs if not (b.sock is sock and channel.startswith("book."))
+                    b
+                    for b in self.book_subs
+                    if not (b.sock is sock and f"book.{b.symbol}.{b.depth}" == channel)
                 ]
                 continue
             sock.channels.add(channel)

@@ -1,0 +1,358 @@
+"""Crypto.com v1 WebSocket streams (spec section 4): market and user sockets.
+
+Each stream owns one connection at a time and keeps it alive on its own: it waits the venue's
+settle delay after connecting, authenticates (`public/auth`, user socket), subscribes, answers
+`public/heartbeat`, reconnects with exponential backoff and jitter after any drop (then
+re-authenticates and re-subscribes), treats a silent socket as dead, and checks the book's
+`u`/`pu` chain, resubscribing for a fresh snapshot after a gap. Consumers see normalised events
+(plus `StreamStatus` markers) through `async for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from apps.exchanges.adapters import errors as ex
+from apps.exchanges.adapters.base import (
+    BalanceUpdate,
+    Credentials,
+    MarketChannel,
+    MarketEvent,
+    MarketSubscription,
+    StreamStatus,
+    UserEvent,
+)
+from apps.exchanges.adapters.cryptocom import symbols, translate
+from apps.exchanges.adapters.cryptocom.client import sign
+
+E = TypeVar("E")
+_CLOSED = object()
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Connection behaviour; production defaults, tests shrink every interval."""
+
+    connect_delay: float = 1.0  # the venue pro-rates limits to the second the socket opened
+    silence_timeout: float = 35.0  # > the 30 s server heartbeat
+    open_timeout: float = 10.0
+    reconnect_base: float = 0.5
+    reconnect_cap: float = 30.0
+    max_reconnects: int | None = None  # None = forever
+    book_frequency_ms: int = 100
+    queue_size: int = 10_000
+
+
+@dataclass
+class StreamStats:
+    connects: int = 0
+    reconnects: int = 0
+    resyncs: int = 0
+    heartbeats: int = 0
+    messages: int = 0
+
+
+class _Reconnect(Exception):
+    """Leave the session and reconnect (silent socket)."""
+
+
+class CryptocomStream(Generic[E]):
+    """One auto-reconnecting socket; subclasses subscribe and turn messages into events."""
+
+    kind = "market"
+
+    def __init__(self, *, url: str, channels: Sequence[str], settings: StreamSettings) -> None:
+        self.url = url
+        self.channels = list(channels)
+        self.settings = settings
+        self.stats = StreamStats()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._ids = iter(range(1, 2**62))
+        self._ws: ClientConnection | None = None
+
+    # ---- public interface -----------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[E]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[E]:
+        self._start()
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_CLOSED)
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def emit(self, item: Any) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:  # a consumer this slow must resync from scratch anyway
+            self._queue.get_nowait()
+            self._queue.put_nowait(item)
+
+    # ---- connection loop ------------------------------------------------------------------
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with connect(
+                    self.url, open_timeout=self.settings.open_timeout, ping_interval=None, max_size=2**22
+                ) as ws:
+                    self._ws = ws
+                    await self._session(ws, attempt)
+            except asyncio.CancelledError:
+                raise
+            except ex.FatalError as exc:
+                self.emit(exc)
+                return
+            except ex.NonRetryableError as exc:
+                self.emit(exc)
+                return
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, _Reconnect) as exc:
+                self.emit(StreamStatus("disconnected", attempt, type(exc).__name__))
+            finally:
+                self._ws = None
+            attempt += 1
+            self.stats.reconnects += 1
+            if self.settings.max_reconnects is not None and attempt > self.settings.max_reconnects:
+                self.emit(ex.ExchangeUnavailable("stream gave up reconnecting", venue="cryptocom"))
+                return
+            await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.settings.reconnect_cap, self.settings.reconnect_base * 2 ** min(attempt, 16))
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter
+
+    async def _session(self, ws: ClientConnection, attempt: int) -> None:
+        if self.settings.connect_delay:
+            await asyncio.sleep(self.settings.connect_delay)
+        await self._authenticate(ws)
+        await self._subscribe(ws, "subscribe", self.channels)
+        self.stats.connects += 1
+        self.emit(StreamStatus("connected", attempt))
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), self.settings.silence_timeout)
+            except TimeoutError as exc:
+                raise _Reconnect("silent stream") from exc
+            await self._handle(ws, json.loads(raw))
+
+    async def _authenticate(self, ws: ClientConnection) -> None:
+        """Only the user socket authenticates."""
+
+    async def send(self, ws: ClientConnection, payload: dict[str, Any]) -> None:
+        await ws.send(json.dumps(payload, separators=(",", ":")))
+
+    def subscribe_params(self, channels: Sequence[str]) -> dict[str, Any]:
+        return {"channels": list(channels)}
+
+    async def _subscribe(self, ws: ClientConnection, method: str, channels: Sequence[str]) -> None:
+        if channels:
+            payload = {
+                "id": next(self._ids),
+                "method": method,
+                "params": self.subscribe_params(channels),
+                "nonce": int(time.time() * 1000),
+            }
+            await self.send(ws, payload)
+
+    async def _handle(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        method = msg.get("method")
+        if method == "public/heartbeat":
+            self.stats.heartbeats += 1
+            await self.send(ws, {"id": msg.get("id"), "method": "public/respond-heartbeat"})
+            return
+        code = int(msg.get("code") or 0)
+        if code:
+            self._on_error(msg, code)
+            return
+        result = msg.get("result")
+        if method == "subscribe" and isinstance(result, dict) and "channel" in result:
+            self.stats.messages += 1
+            await self.on_data(ws, result)
+
+    def _on_error(self, msg: dict[str, Any], code: int) -> None:
+        error = translate.error_for(code, str(msg.get("message", "")), http_status=None, result=None)
+        if isinstance(error, ex.RetryableError):
+            raise _Reconnect(str(error))
+        raise error
+
+    async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def market_channel(sub: MarketSubscription) -> str:
+    venue_symbol = symbols.to_venue(sub.instrument)
+    if sub.channel is MarketChannel.TICKER:
+        return f"ticker.{venue_symbol}"
+    if sub.channel is MarketChannel.TRADES:
+        return f"trade.{venue_symbol}"
+    if sub.channel is MarketChannel.BOOK:
+        return f"book.{venue_symbol}.{10 if (sub.depth or 10) <= 10 else 50}"
+    timeframe = translate.TIMEFRAMES.get(sub.timeframe or "1m")
+    if timeframe is None:
+        raise ex.BadRequest(f"unsupported timeframe {sub.timeframe}", venue="cryptocom")
+    return f"candlestick.{timeframe}.{venue_symbol}"
+
+
+class CryptocomMarketStream(CryptocomStream[MarketEvent]):
+    """Tickers, trades, candles and books (snapshot, then `u`/`pu`-checked deltas)."""
+
+    kind = "market"
+
+    def __init__(
+        self, *, url: str, subscriptions: Sequence[MarketSubscription], settings: StreamSettings
+    ) -> None:
+        super().__init__(url=url, channels=[market_channel(s) for s in subscriptions], settings=settings)
+        self._book_u: dict[str, int | None] = {}
+
+    def subscribe_params(self, channels: Sequence[str]) -> dict[str, Any]:
+        params: dict[str, Any] = {"channels": list(channels)}
+        if any(c.startswith("book.") for c in channels):
+            params["book_subscription_type"] = "SNAPSHOT_AND_UPDATE"
+            params["book_update_frequency"] = self.settings.book_frequency_ms
+        return params
+
+    async def _session(self, ws: ClientConnection, attempt: int) -> None:
+        self._book_u = {c: None for c in self.channels if c.startswith("book.")}
+        await super()._session(ws, attempt)
+
+    async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
+        channel, data = result["channel"], result.get("data") or []
+        if channel == "ticker":
+            for row in data:
+                self.emit(translate.ticker(row))
+        elif channel == "trade":
+            for row in reversed(data):  # the venue sends newest first
+                self.emit(translate.public_trade(row))
+        elif channel == "candlestick":
+            for row in data:
+                self.emit(translate.candle(result["instrument_name"], result.get("interval", ""), row))
+        elif channel in ("book", "book.update"):
+            await self._on_book(ws, result["subscription"], result["instrument_name"], channel, data)
+
+    async def _on_book(
+        self, ws: ClientConnection, subscription: str, symbol: str, channel: str, data: list[dict[str, Any]]
+    ) -> None:
+        for row in data:
+            if channel == "book":
+                self._book_u[subscription] = row.get("u")
+                self.emit(translate.book_update(symbol, row, snapshot=True))
+                continue
+            last = self._book_u.get(subscription)
+            if last is None:
+                continue  # waiting for the snapshot of a resubscription
+            if row.get("pu") != last:
+                await self._resync(ws, subscription, last, row)
+                return
+            self._book_u[subscription] = row.get("u")
+            update = row.get("update") or {}
+            if update.get("bids") or update.get("asks"):  # empty deltas are heartbeats
+                self.emit(translate.book_update(symbol, row, snapshot=False))
+
+    async def _resync(self, ws: ClientConnection, subscription: str, last: int, row: dict[str, Any]) -> None:
+        self.stats.resyncs += 1
+        self._book_u[subscription] = None
+        detail = f"{subscription}: pu {row.get('pu')} != u {last}"
+        self.emit(StreamStatus("resync", self.stats.resyncs, detail))
+        await self._subscribe(ws, "unsubscribe", [subscription])
+        await self._subscribe(ws, "subscribe", [subscription])
+
+
+class CryptocomUserStream(CryptocomStream[UserEvent]):
+    """Order updates, fills and balances of one account (authenticated user socket)."""
+
+    kind = "user"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        credentials: Credentials,
+        instruments: Sequence[str] | None,
+        settings: StreamSettings,
+    ) -> None:
+        if instruments:
+            venue = [symbols.to_venue(i) for i in instruments]
+            channels = [f"user.order.{v}" for v in venue] + [f"user.trade.{v}" for v in venue]
+        else:
+            channels = ["user.order", "user.trade"]
+        super().__init__(url=url, channels=[*channels, "user.balance"], settings=settings)
+        self.credentials = credentials
+        self.auth_count = 0
+
+    async def _authenticate(self, ws: ClientConnection) -> None:
+        req_id, nonce = next(self._ids), int(time.time() * 1000)
+        key = self.credentials.api_key
+        sig = sign(
+            secret=self.credentials.api_secret,
+            method="public/auth",
+            req_id=req_id,
+            api_key=key,
+            params={},
+            nonce=nonce,
+        )
+        await self.send(
+            ws, {"id": req_id, "method": "public/auth", "api_key": key, "sig": sig, "nonce": nonce}
+        )
+        deadline = time.monotonic() + self.settings.open_timeout
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+            msg = json.loads(raw)
+            if msg.get("method") == "public/heartbeat":
+                await self._handle(ws, msg)
+            elif msg.get("method") == "public/auth" and msg.get("id") == req_id:
+                break
+        code = int(msg.get("code") or 0)
+        if code:
+            raise translate.error_for(code, str(msg.get("message", "")), http_status=None, result=None)
+        self.auth_count += 1
+
+    async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
+        channel, data = result["channel"], result.get("data") or []
+        if channel == "user.order":
+            for row in data:
+                self.emit(translate.order(row))
+        elif channel == "user.trade":
+            for row in data:
+                self.emit(translate.fill(row))
+        elif channel == "user.balance":
+            for row in data:
+                self.emit(
+                    BalanceUpdate(tuple(translate.balances(row)), translate.ms_to_dt(time.time() * 1000))
+                )
