@@ -238,7 +238,10 @@ class CryptocomSimulator(SimulatorServer):
         if not isinstance(body, dict):
             raise VenueError(codes.BAD_REQUEST)
         req_id = body.get("id", -1)
-        account, params = self._authenticate(body, method)
+        try:
+            account, params = self._authenticate(body, method)
+        except VenueError as err:
+            return self._answer(req_id, method, err.code, None, err.message)
         params = {**params, "_nonce": str(body.get("nonce"))}  # the venue's default client_oid
         self._rate_check(f"key:{account.api_key}", method, *_private_limit(method))
         try:
