@@ -6,10 +6,14 @@ from apps.exchanges.models import ExchangeLink
 
 
 class CredentialFieldSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    label = serializers.CharField()
-    secret = serializers.BooleanField()
-    help = serializers.CharField()
+    # Declared in get_fields: `label` would shadow Field.label as a class attribute.
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "name": serializers.CharField(),
+            "label": serializers.CharField(),
+            "secret": serializers.BooleanField(),
+            "help": serializers.CharField(),
+        }
 
 
 class LinkInitiateOutputSerializer(serializers.Serializer):

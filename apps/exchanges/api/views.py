@@ -67,9 +67,10 @@ class LinkCallbackApi(APIView):
             }
         )
         if not serializer.is_valid():
-            errors = dict(serializer.errors)
             renamed = {"key": key_field.name, "secret": secret_field.name}
-            raise serializers.ValidationError({renamed.get(k, k): v for k, v in errors.items()})
+            raise serializers.ValidationError(
+                {renamed.get(str(k), str(k)): v for k, v in serializer.errors.items()}
+            )
         data = serializer.validated_data
         link = services.exchange_link_complete(
             user=request.user, venue=venue, state=data["state"], key=data["key"], secret=data["secret"]
