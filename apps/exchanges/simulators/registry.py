@@ -1,0 +1,17 @@
+"""Simulators by venue name: the management command and tools look them up here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from apps.exchanges.simulators.server import SimConfig, SimulatorServer
+
+
+def _cryptocom(config: SimConfig) -> SimulatorServer:
+    from apps.exchanges.simulators.cryptocom import CryptocomSimulator
+
+    return CryptocomSimulator(config)
+
+
+SIMULATORS: dict[str, Callable[[SimConfig], SimulatorServer]] = {"cryptocom": _cryptocom}
+DEFAULT_PORTS: dict[str, int] = {"cryptocom": 8601, "kalshi": 8602}
