@@ -15,6 +15,7 @@ import pyotp
 import pytest
 from django.core import mail
 from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
 from apps.accounts import tokens
 
@@ -33,18 +34,17 @@ def _fresh_keyset():
 
 
 @pytest.fixture(autouse=True)
-def _fast_settings(settings):
+def _fast_settings(settings, monkeypatch):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.K2_TOTP_THROTTLE_FACTOR = 0  # tests that need django-otp's back-off turn it on
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {
-            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
-            "auth": "1000/min",
-            "auth_email": "1000/min",
-            "anon": "1000/min",
-        },
+    # DRF binds the rates at import; tests that check request-rate limits set their own.
+    rates = {
+        **SimpleRateThrottle.THROTTLE_RATES,
+        "auth": "1000/min",
+        "auth_email": "1000/min",
+        "anon": "1000/min",
     }
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
 
 
 def make_client(user_agent: str = LAPTOP_UA, ip: str = "203.0.113.10") -> APIClient:
