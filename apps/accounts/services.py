@@ -952,8 +952,9 @@ def user_profile_update(*, user: User, data: dict[str, Any]) -> User:
 
 
 def user_kyc_status_set(*, user: User, status: str, actor: Any) -> User:
-    """Staff only (admin): set the KYC status."""
-    with transaction.atomic(durable=True):
+    """Staff only (admin): set the KYC status. Not durable: the admin change form calls it
+    inside its own transaction, and the change and its audit entry commit with that."""
+    with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)
         previous = locked.kyc_status
         if previous != status:

@@ -192,7 +192,7 @@ def test_forged_expired_and_wrong_type_tokens(user, settings):
         claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": kid}
     )
     error(get(client, "/v1/users/me", forged), 401, "TOKEN_INVALID")
-    hs = jwt.encode(claims, "secret", algorithm="HS256", headers={"kid": kid})  # algorithm confusion
+    hs = jwt.encode(claims, "s" * 32, algorithm="HS256", headers={"kid": kid})  # algorithm confusion
     error(get(client, "/v1/users/me", hs), 401, "TOKEN_INVALID")
     error(get(client, "/v1/users/me", body["refresh_token"]), 401, "TOKEN_INVALID")
     error(
