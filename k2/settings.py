@@ -319,6 +319,53 @@ CELERY_BEAT_SCHEDULE["exchange-links-check"] = {
     "options": {"expires": 60 * K2_EXCHANGE_LINK_CHECK_INTERVAL_MINUTES},
 }
 
+# --- Trading (apps.trading) --------------------------------------------------------------------
+# Timeouts bound every venue call an order request makes; reconciliation settles what they leave open.
+K2_TRADING_SUBMIT_TIMEOUT_SECONDS = env.float("K2_TRADING_SUBMIT_TIMEOUT_SECONDS", default=10.0)
+K2_TRADING_VENUE_TIMEOUT_SECONDS = env.float("K2_TRADING_VENUE_TIMEOUT_SECONDS", default=5.0)
+K2_TRADING_PRICE_CACHE_SECONDS = env.float("K2_TRADING_PRICE_CACHE_SECONDS", default=2.0)
+K2_TRADING_BALANCE_CACHE_SECONDS = env.float("K2_TRADING_BALANCE_CACHE_SECONDS", default=2.0)
+K2_TRADING_RECONCILE_INTERVAL_SECONDS = env.int("K2_TRADING_RECONCILE_INTERVAL_SECONDS", default=30)
+K2_TRADING_RECONCILE_GRACE_SECONDS = env.int("K2_TRADING_RECONCILE_GRACE_SECONDS", default=60)
+K2_TRADING_RECONCILE_BATCH = env.int("K2_TRADING_RECONCILE_BATCH", default=500)
+K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS = env.float("K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS", default=2.0)
+K2_TRADING_STREAM_REFRESH_SECONDS = env.float("K2_TRADING_STREAM_REFRESH_SECONDS", default=30.0)
+K2_TRADING_CANCEL_ALL_MAX = env.int("K2_TRADING_CANCEL_ALL_MAX", default=200)
+# Risk defaults; rows in admin (Trading > Risk limits) override them per user / instrument type.
+K2_RISK_MAX_ORDERS_PER_SECOND = env.int("K2_RISK_MAX_ORDERS_PER_SECOND", default=10)
+K2_RISK_MAX_ORDERS_PER_MINUTE = env.int("K2_RISK_MAX_ORDERS_PER_MINUTE", default=120)
+K2_RISK_FAT_FINGER_QUANTITY_MULTIPLE = env.str("K2_RISK_FAT_FINGER_QUANTITY_MULTIPLE", default="20")
+K2_RISK_FAT_FINGER_QUANTITY_MIN_HISTORY = env.int("K2_RISK_FAT_FINGER_QUANTITY_MIN_HISTORY", default=5)
+K2_RISK_FAT_FINGER_QUANTITY_HISTORY = env.int("K2_RISK_FAT_FINGER_QUANTITY_HISTORY", default=20)
+K2_RISK_FEE_BUFFER_PERCENT = env.str("K2_RISK_FEE_BUFFER_PERCENT", default="1")
+K2_RISK_FAT_FINGER_PERCENT = env.str("K2_RISK_FAT_FINGER_PERCENT", default="10")
+K2_RISK_FAT_FINGER_CENTS = env.str("K2_RISK_FAT_FINGER_CENTS", default="25")
+K2_RISK_DEFAULTS: dict[str, dict[str, str | int]] = {
+    "crypto": {
+        "max_order_notional": env.str("K2_RISK_CRYPTO_MAX_ORDER_NOTIONAL", default="250000"),
+        "max_daily_notional": env.str("K2_RISK_CRYPTO_MAX_DAILY_NOTIONAL", default="1000000"),
+        "max_position_notional": env.str("K2_RISK_CRYPTO_MAX_POSITION_NOTIONAL", default="1000000"),
+    },
+    "event": {
+        "max_order_notional": env.str("K2_RISK_EVENT_MAX_ORDER_NOTIONAL", default="10000"),
+        "max_daily_notional": env.str("K2_RISK_EVENT_MAX_DAILY_NOTIONAL", default="50000"),
+        "max_position_notional": env.str("K2_RISK_EVENT_MAX_POSITION_NOTIONAL", default="50000"),
+    },
+}
+for _limits in K2_RISK_DEFAULTS.values():
+    _limits.update(
+        max_orders_per_second=K2_RISK_MAX_ORDERS_PER_SECOND,
+        max_orders_per_minute=K2_RISK_MAX_ORDERS_PER_MINUTE,
+        fat_finger_percent=K2_RISK_FAT_FINGER_PERCENT,
+        fat_finger_cents=K2_RISK_FAT_FINGER_CENTS,
+        fat_finger_quantity_multiple=K2_RISK_FAT_FINGER_QUANTITY_MULTIPLE,
+    )
+CELERY_BEAT_SCHEDULE["trading-orders-reconcile"] = {
+    "task": "apps.trading.tasks.orders_reconcile_task",
+    "schedule": timedelta(seconds=K2_TRADING_RECONCILE_INTERVAL_SECONDS),
+    "options": {"expires": K2_TRADING_RECONCILE_INTERVAL_SECONDS},
+}
+
 # --- Demo data --------------------------------------------------------------------------------
 K2_DEMO_PASSWORD = env.str("K2_DEMO_PASSWORD", default="k2-demo-Passw0rd!")
 

@@ -11,6 +11,7 @@ v1_patterns: list = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("apps.exchanges.api.urls")),
     path("", include("apps.accounts.api.urls")),
+    path("", include("apps.trading.api.urls")),
 ]
 
 urlpatterns = [

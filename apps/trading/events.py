@@ -1,0 +1,87 @@
+"""What the outside world hears about an order change, after commit only:
+
+- the user's WebSockets get the architecture's `order_update` message (channel `orders`);
+- a domain event (`order.filled` / `order.cancelled` / `order.rejected`) is written to the audit
+  log in the same transaction as the change and sent as the `order_event` signal after commit,
+  for the notifications app to pick up once it exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django.dispatch
+from django.db import transaction
+
+from apps.trading.choices import OrderStatus
+from apps.trading.models import Order
+from k2.audit.services import record
+from k2.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+ORDERS_CHANNEL = "orders"
+NOTIFIED_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+
+# Sent after commit with `event` ("order.filled", ...), `order_id`, `user_id` and `payload`.
+order_event = django.dispatch.Signal()
+
+
+def _text(value: Any) -> str | None:
+    return (
+        None
+        if value is None
+        else format(value.normalize(), "f")
+        if hasattr(value, "normalize")
+        else str(value)
+    )
+
+
+def order_update_message(order: Order) -> dict[str, Any]:
+    return {
+        "type": "order_update",
+        "order_id": str(order.pk),
+        "client_order_id": order.client_order_id,
+        "instrument": order.instrument,
+        "exchange": order.exchange,
+        "side": order.side,
+        "outcome": order.outcome or None,
+        "status": order.status,
+        "quantity": _text(order.quantity),
+        "filled_quantity": _text(order.filled_quantity),
+        "avg_price": _text(order.avg_fill_price),
+        "fees": _text(order.fees),
+        "error_code": order.error_code or None,
+        "updated_at": order.updated_at.isoformat() if order.updated_at else None,
+    }
+
+
+def _publish(user_id: Any, message: dict[str, Any]) -> None:
+    try:
+        from apps.marketdata.push import push_to_user
+
+        push_to_user(user_id, message, channel=ORDERS_CHANNEL)
+    except Exception as exc:  # best effort: clients re-read over REST; never fail the change
+        log.warning("order_update_push_failed", error=repr(exc), order_id=message.get("order_id"))
+
+
+def order_announce(order: Order, *, status_changed_to: str | None) -> None:
+    """Call inside the transaction that changed `order`."""
+    message = order_update_message(order)
+    transaction.on_commit(lambda: _publish(order.user_id, message), robust=True)
+    if status_changed_to in NOTIFIED_STATUSES:
+        event = f"order.{status_changed_to}"
+        payload = {
+            k: message[k] for k in ("client_order_id", "instrument", "side", "filled_quantity", "avg_price")
+        }
+        payload["error_code"] = order.error_code or None
+        record(
+            None, "trading.domain_event", order, {"event": event, "user_id": str(order.user_id), **payload}
+        )
+
+        def send() -> None:
+            order_event.send(
+                sender=Order, event=event, order_id=order.pk, user_id=order.user_id, payload=payload
+            )
+
+        transaction.on_commit(send, robust=True)

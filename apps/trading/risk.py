@@ -1,0 +1,431 @@
+"""Pre-trade checks: the order against its instrument (before anything is stored) and the risk
+engine (after the intent is stored, before anything reaches a venue).
+
+Risk checks, each with its own code and `details` = {limit, attempted, ...}:
+
+  TRADING_HALTED / REDUCE_ONLY   an active kill switch (global, venue or user), read fresh per order
+  RISK_VELOCITY                  orders per second and per minute per user
+  RISK_MAX_NOTIONAL              one order's notional, per user and instrument type
+  RISK_DAILY_NOTIONAL            today's (UTC) committed notional, per user and instrument type
+  RISK_FAT_FINGER_PRICE          limit price too far from the latest price (crypto: percent;
+                                 event contracts: cents, comparing YES-equivalent prices)
+  RISK_FAT_FINGER_QUANTITY       quantity beyond a multiple of the user's median order size
+                                 (once there is enough history on the instrument)
+  RISK_MAX_POSITION              position value after a buy, per instrument
+  INSUFFICIENT_BALANCE           from the venue balance (briefly cached), fees included
+  PRICE_UNAVAILABLE              no reference price: market orders cannot be sized and limit
+                                 orders cannot be fat-finger checked, so both are refused;
+                                 post-only limit orders (they cannot cross) skip the price check.
+
+Reference price: the market-data cache (fresh, not stale), else the venue's ticker (cached for
+`K2_TRADING_PRICE_CACHE_SECONDS`). Balances and positions: the venue (cached per link for
+`K2_TRADING_BALANCE_CACHE_SECONDS`); the venue stays the final guard against overspending.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from apps.exchanges.adapters import errors as ex
+from apps.exchanges.adapters.base import Balance, Credentials, ExchangeAdapter, Position
+from apps.exchanges.adapters.base import OrderType as VenueOrderType
+from apps.marketdata.models import Instrument
+from apps.trading import selectors
+from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outcome, Side
+from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
+from apps.trading.models import Order
+from apps.trading.venue import venue_call, venue_capabilities
+from k2.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+EVENT_MIN_PRICE = Decimal("0.01")
+EVENT_MAX_PRICE = Decimal("0.99")
+ONE = Decimal(1)
+HUNDRED = Decimal(100)
+
+
+# ---- validation against the instrument -------------------------------------------------------
+
+
+def order_validate(
+    *,
+    instrument: Instrument,
+    side: str,
+    order_type: str,
+    quantity: Decimal,
+    price: Decimal | None,
+    outcome: str,
+    time_in_force: str,
+    post_only: bool,
+) -> None:
+    """Raise `InvalidOrderInput` (code per rule) when the order cannot be valid at the venue."""
+
+    def bad(code: str, message: str, **details: Any) -> InvalidOrderInput:
+        return InvalidOrderInput(message, code=code, details={"instrument": instrument.symbol, **details})
+
+    if instrument.status != "open":
+        raise bad("MARKET_CLOSED", f"{instrument.symbol} is not open for trading.", status=instrument.status)
+    caps = venue_capabilities(instrument.venue)
+    if order_type not in {str(t) for t in caps["order_types"]}:
+        raise bad("ORDER_TYPE_NOT_SUPPORTED", f"{order_type} orders are not supported here.")
+    if time_in_force not in {str(t) for t in caps["time_in_force"]}:
+        raise bad("TIME_IN_FORCE_NOT_SUPPORTED", f"time_in_force {time_in_force} is not supported here.")
+    if post_only and (not caps["post_only"] or order_type != OrderType.LIMIT or time_in_force != "gtc"):
+        raise bad("POST_ONLY_NOT_SUPPORTED", "post_only needs a good-till-cancelled limit order.")
+    if order_type == OrderType.LIMIT and price is None:
+        raise bad("PRICE_REQUIRED", "A limit order needs a price.")
+    if order_type == OrderType.MARKET and price is not None:
+        raise bad("PRICE_NOT_ALLOWED", "A market order takes no price.")
+    if instrument.instrument_type == InstrumentType.EVENT:
+        if outcome not in Outcome.values:
+            raise bad("OUTCOME_REQUIRED", "Event contracts need an outcome: yes or no.")
+        if price is not None and not EVENT_MIN_PRICE <= price <= EVENT_MAX_PRICE:
+            raise bad(
+                "INVALID_PRICE",
+                "Event contract prices are 0.01 to 0.99.",
+                min="0.01",
+                max="0.99",
+                price=str(price),
+            )
+    elif outcome:
+        raise bad("OUTCOME_NOT_ALLOWED", "Only event contracts take an outcome.")
+    if quantity < instrument.min_quantity:
+        raise bad(
+            "QUANTITY_BELOW_MINIMUM",
+            f"The minimum quantity is {instrument.min_quantity.normalize()}.",
+            min_quantity=str(instrument.min_quantity.normalize()),
+            quantity=str(quantity),
+        )
+    if quantity % instrument.quantity_step != 0:
+        raise bad(
+            "INVALID_QUANTITY_STEP",
+            f"The quantity must be a multiple of {instrument.quantity_step.normalize()}.",
+            quantity_step=str(instrument.quantity_step.normalize()),
+            quantity=str(quantity),
+        )
+    if price is not None and price % instrument.tick_size != 0:
+        raise bad(
+            "INVALID_TICK_SIZE",
+            f"The price must be a multiple of {instrument.tick_size.normalize()}.",
+            tick_size=str(instrument.tick_size.normalize()),
+            price=str(price),
+        )
+
+
+# ---- limits -----------------------------------------------------------------------------------
+
+_LIMIT_FIELDS = (
+    "max_order_notional", "max_daily_notional", "max_position_notional", "max_orders_per_second",
+    "max_orders_per_minute", "fat_finger_percent", "fat_finger_cents", "fat_finger_quantity_multiple",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_order_notional: Decimal
+    max_daily_notional: Decimal
+    max_position_notional: Decimal
+    max_orders_per_second: int
+    max_orders_per_minute: int
+    fat_finger_percent: Decimal
+    fat_finger_cents: Decimal
+    fat_finger_quantity_multiple: Decimal
+
+
+def limits_for(*, user_id: Any, instrument_type: str) -> Limits:
+    """Each limit from the most specific admin row that sets it, else the settings default."""
+    defaults: dict[str, Any] = settings.K2_RISK_DEFAULTS[instrument_type]
+    values = dict(defaults)
+    rows = selectors.risk_limit_rows(user_id=user_id, instrument_type=instrument_type)
+    for name in _LIMIT_FIELDS:
+        for row in rows:
+            value = getattr(row, name)
+            if value is not None:
+                values[name] = value
+                break
+    return Limits(
+        max_order_notional=Decimal(values["max_order_notional"]),
+        max_daily_notional=Decimal(values["max_daily_notional"]),
+        max_position_notional=Decimal(values["max_position_notional"]),
+        max_orders_per_second=int(values["max_orders_per_second"]),
+        max_orders_per_minute=int(values["max_orders_per_minute"]),
+        fat_finger_percent=Decimal(values["fat_finger_percent"]),
+        fat_finger_cents=Decimal(values["fat_finger_cents"]),
+        fat_finger_quantity_multiple=Decimal(values["fat_finger_quantity_multiple"]),
+    )
+
+
+# ---- inputs from the market and the venue (gathered outside any transaction) -------------------
+
+
+@dataclass
+class RiskInputs:
+    reference_price: Decimal | None = None
+    price_source: str = ""
+    balances: dict[str, Balance] | None = None
+    positions: list[Position] | None = None
+    errors: list[str] = field(default_factory=list)
+    venue_error: ex.ExchangeError | None = None
+
+
+def reference_price(instrument: Instrument) -> tuple[Decimal | None, str]:
+    """The latest price (last trade, else mid), fresh from the feed cache or from the venue."""
+    from apps.marketdata import cache as price_cache
+
+    try:
+        snap = price_cache.prices_read([instrument.symbol], {instrument.symbol: instrument.venue}).get(
+            instrument.symbol
+        )
+    except Exception as exc:  # the price cache being down must not stop the venue fallback
+        log.warning("price_cache_unavailable", error=repr(exc))
+        snap = None
+    if snap is not None and not snap.stale:
+        price = _price_of(snap.price, snap.bid, snap.ask)
+        if price is not None:
+            return price, "feed"
+    key = f"k2:trading:ticker:{instrument.venue}:{instrument.symbol}"
+    cached = cache.get(key)
+    if cached is not None:
+        return Decimal(cached), "venue"
+
+    async def get(adapter: ExchangeAdapter) -> Any:
+        return await adapter.get_ticker(instrument.symbol)
+
+    ticker = venue_call(
+        instrument.venue, get, credentials=None, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
+    )
+    price = _price_of(ticker.last, ticker.bid, ticker.ask)
+    if price is not None:
+        cache.set(key, str(price), timeout=settings.K2_TRADING_PRICE_CACHE_SECONDS)
+    return price, "venue"
+
+
+def _price_of(last: Any, bid: Any, ask: Any) -> Decimal | None:
+    if last not in (None, ""):
+        return Decimal(str(last))
+    if bid not in (None, "") and ask not in (None, ""):
+        return (Decimal(str(bid)) + Decimal(str(ask))) / 2
+    return None
+
+
+def account_snapshot(
+    *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
+) -> tuple[dict[str, Balance], list[Position] | None]:
+    key = f"k2:trading:account:{link_id}:{int(want_positions)}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+
+    async def get(adapter: ExchangeAdapter) -> tuple[list[Balance], list[Position] | None]:
+        balances = await adapter.get_balances()
+        positions = await adapter.get_positions() if want_positions else None
+        return balances, positions
+
+    balances, positions = venue_call(
+        venue, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
+    )
+    snapshot = ({b.currency: b for b in balances}, positions)
+    cache.set(key, snapshot, timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
+    return snapshot
+
+
+def account_snapshot_forget(*, link_id: Any) -> None:
+    cache.delete_many([f"k2:trading:account:{link_id}:0", f"k2:trading:account:{link_id}:1"])
+
+
+def risk_gather(
+    *, order: Order, instrument: Instrument, link_id: Any, credentials: Credentials
+) -> RiskInputs:
+    """What the checks need from outside the database. Skipped entirely under a halt switch;
+    a venue that cannot be reached is recorded (the order is then refused, never sent blind)."""
+    inputs = RiskInputs()
+    switches = selectors.kill_switches_active(user_id=order.user_id, venue=order.exchange)
+    if any(s.mode == KillSwitchMode.HALT for s in switches):
+        return inputs
+    needs_price = not (order.order_type == OrderType.LIMIT and order.post_only)
+    try:
+        if needs_price or order.side == Side.BUY:
+            inputs.reference_price, inputs.price_source = reference_price(instrument)
+        caps = venue_capabilities(order.exchange)
+        want_positions = bool(caps["positions"]) and order.instrument_type == InstrumentType.EVENT
+        inputs.balances, inputs.positions = account_snapshot(
+            link_id=link_id, venue=order.exchange, credentials=credentials, want_positions=want_positions
+        )
+    except ex.ExchangeError as error:
+        inputs.venue_error = error
+    return inputs
+
+
+# ---- the engine ---------------------------------------------------------------------------------
+
+
+def _d(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _position(order: Order, instrument: Instrument, inputs: RiskInputs) -> Decimal:
+    """What the user holds of the thing this order trades (crypto: the base currency; event
+    contracts: contracts of this outcome)."""
+    if order.instrument_type == InstrumentType.EVENT:
+        held = Decimal(0)
+        for p in inputs.positions or []:
+            if p.instrument != order.instrument:
+                continue
+            outcome = p.outcome or (Outcome.YES if p.quantity >= 0 else Outcome.NO)
+            if outcome == order.outcome:
+                held += abs(p.quantity)
+        return held
+    balance = (inputs.balances or {}).get(instrument.base)
+    return balance.total if balance else Decimal(0)
+
+
+def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now: datetime) -> Decimal:
+    """Run every check on a locked, pending order; return its notional or raise `RiskRejection`.
+    Call inside the transaction that holds `selectors.user_trading_lock` for the order's user."""
+    switches = selectors.kill_switches_active(user_id=order.user_id, venue=order.exchange)
+    for switch in switches:
+        if switch.mode == KillSwitchMode.HALT:
+            raise RiskRejection("TRADING_HALTED", {"scope": switch.scope, "reason": switch.reason})
+    if inputs.venue_error is not None:
+        raise RiskRejection(
+            inputs.venue_error.code if inputs.venue_error.code not in RISK_CODES else "EXCHANGE_UNAVAILABLE",
+            {"venue": order.exchange, "stage": "risk"},
+            message="The venue could not be reached to check the order; nothing was sent.",
+        )
+    limits = limits_for(user_id=order.user_id, instrument_type=order.instrument_type)
+    is_event = order.instrument_type == InstrumentType.EVENT
+    ref = inputs.reference_price
+    # Event prices compare as YES-equivalents (a NO at p is a YES at 1 - p).
+    yes_price = (ONE - order.price if order.outcome == Outcome.NO else order.price) if order.price else None
+
+    if any(s.mode == KillSwitchMode.REDUCE_ONLY for s in switches):
+        held = _position(order, instrument, inputs)
+        if order.side != Side.SELL or order.quantity > held:
+            raise RiskRejection(
+                "REDUCE_ONLY", {"side": order.side, "attempted": _d(order.quantity), "position": _d(held)}
+            )
+
+    per_second = selectors.orders_created_since(
+        user_id=order.user_id, since=now - timedelta(seconds=1), exclude_codes=_RISK_SET, exclude_id=order.pk
+    )
+    if per_second >= limits.max_orders_per_second:
+        raise RiskRejection(
+            "RISK_VELOCITY",
+            {"window": "1s", "limit": limits.max_orders_per_second, "attempted": per_second + 1},
+        )
+    per_minute = selectors.orders_created_since(
+        user_id=order.user_id, since=now - timedelta(minutes=1), exclude_codes=_RISK_SET, exclude_id=order.pk
+    )
+    if per_minute >= limits.max_orders_per_minute:
+        raise RiskRejection(
+            "RISK_VELOCITY",
+            {"window": "1m", "limit": limits.max_orders_per_minute, "attempted": per_minute + 1},
+        )
+
+    # Price: the order's own for limits; the reference for market orders (event: the outcome's).
+    if order.price is not None:
+        unit_price = order.price
+    elif ref is not None:
+        unit_price = (ONE - ref if order.outcome == Outcome.NO else ref) if is_event else ref
+    else:
+        raise RiskRejection("PRICE_UNAVAILABLE", {"instrument": order.instrument})
+    notional = order.quantity * unit_price
+
+    if notional > limits.max_order_notional:
+        raise RiskRejection(
+            "RISK_MAX_NOTIONAL", {"limit": _d(limits.max_order_notional), "attempted": _d(notional)}
+        )
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    used = selectors.daily_notional(user_id=order.user_id, instrument_type=order.instrument_type, since=today)
+    if used + notional > limits.max_daily_notional:
+        raise RiskRejection(
+            "RISK_DAILY_NOTIONAL",
+            {"limit": _d(limits.max_daily_notional), "used": _d(used), "attempted": _d(used + notional)},
+        )
+
+    if order.order_type == OrderType.LIMIT and yes_price is not None:
+        if ref is None:
+            if not order.post_only:
+                raise RiskRejection("PRICE_UNAVAILABLE", {"instrument": order.instrument})
+        elif is_event:
+            cents = abs(yes_price - ref) * HUNDRED
+            if cents > limits.fat_finger_cents:
+                raise RiskRejection(
+                    "RISK_FAT_FINGER_PRICE",
+                    {
+                        "limit_cents": _d(limits.fat_finger_cents),
+                        "attempted_cents": _d(cents),
+                        "reference": _d(ref),
+                    },
+                )
+        elif ref > 0:
+            percent = abs(yes_price - ref) / ref * HUNDRED
+            if percent > limits.fat_finger_percent:
+                raise RiskRejection(
+                    "RISK_FAT_FINGER_PRICE",
+                    {
+                        "limit_percent": _d(limits.fat_finger_percent),
+                        "attempted_percent": _d(percent.quantize(Decimal("0.01"))),
+                        "reference": _d(ref),
+                    },
+                )
+
+    history = selectors.recent_order_quantities(
+        user_id=order.user_id, instrument=order.instrument, limit=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY
+    )
+    if len(history) >= settings.K2_RISK_FAT_FINGER_QUANTITY_MIN_HISTORY:
+        median = Decimal(statistics.median(history))
+        cap = median * limits.fat_finger_quantity_multiple
+        if order.quantity > cap:
+            raise RiskRejection(
+                "RISK_FAT_FINGER_QUANTITY",
+                {"limit": _d(cap), "attempted": _d(order.quantity), "median": _d(median)},
+            )
+
+    if order.side == Side.BUY:
+        held = _position(order, instrument, inputs)
+        mark = unit_price if is_event else (ref or unit_price)
+        after = (held + order.quantity) * mark
+        if after > limits.max_position_notional:
+            raise RiskRejection(
+                "RISK_MAX_POSITION",
+                {"limit": _d(limits.max_position_notional), "attempted": _d(after), "position": _d(held)},
+            )
+
+    _check_balance(order, instrument, inputs, notional)
+    return notional
+
+
+_RISK_SET = frozenset(RISK_CODES)
+
+
+def _check_balance(order: Order, instrument: Instrument, inputs: RiskInputs, notional: Decimal) -> None:
+    balances = inputs.balances or {}
+    if order.side == Side.BUY:
+        currency = instrument.quote or "USD"
+        buffer = ONE + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / HUNDRED
+        required = notional * buffer
+    elif order.instrument_type == InstrumentType.EVENT:
+        return  # selling contracts: the venue checks the position
+    else:
+        currency, required = instrument.base, order.quantity
+    balance = balances.get(currency)
+    available = balance.available if balance else Decimal(0)
+    if available < required:
+        raise RiskRejection(
+            "INSUFFICIENT_BALANCE",
+            {"currency": currency, "required": _d(required), "available": _d(available)},
+            message=f"Insufficient {currency} balance at {order.exchange}.",
+        )
+
+
+def venue_order_type(order_type: str) -> VenueOrderType:
+    return VenueOrderType(order_type)

@@ -1,0 +1,845 @@
+"""Trading writes. Every status change goes through `order_transition` on a locked row, inside
+a transaction, audited, and announced after commit. No transaction is open while a venue is
+called: the intent is stored and committed first, the venue is called with a bounded timeout,
+and its answer is recorded in a new transaction.
+
+    order_place          validate -> store intent (pending) -> risk (submitted | rejected)
+                         -> send -> record (open/partial/filled/cancelled | rejected | unknown)
+    order_cancel         cancel one order (locally when pending, else at the venue)
+    orders_cancel_all    cancel a user's live orders, optionally by instrument or venue
+    order_apply_venue_state / execution_record
+                         what the venue says (submit answer, user stream, reconciliation)
+    order_reconcile      ask the venue about one order by K2's client order id; settle it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.exchanges.adapters import errors as ex
+from apps.exchanges.adapters.base import (
+    ExchangeAdapter,
+    Fill,
+    OrderRequest,
+    OrderState,
+)
+from apps.exchanges.adapters.base import OrderStatus as VenueStatus
+from apps.exchanges.adapters.base import OrderType as VenueOrderType
+from apps.exchanges.adapters.base import Outcome as VenueOutcome
+from apps.exchanges.adapters.base import Side as VenueSide
+from apps.exchanges.adapters.base import TimeInForce as VenueTimeInForce
+from apps.exchanges.models import ExchangeLink
+from apps.exchanges.selectors import exchange_link_active
+from apps.exchanges.services import link_credentials
+from apps.marketdata.models import Instrument
+from apps.trading import risk, selectors
+from apps.trading.choices import TERMINAL_STATUSES, OrderStatus
+from apps.trading.events import order_announce
+from apps.trading.exceptions import (
+    ExchangeNotLinked,
+    IdempotencyKeyReused,
+    InstrumentUnknown,
+    OrderNotCancellable,
+    OrderNotFound,
+    OrderRejected,
+    RiskRejection,
+)
+from apps.trading.models import Order, OrderExecution
+from apps.trading.state import NOT_FOUND_AT_VENUE, can_transition
+from apps.trading.venue import venue_call
+from k2.api.exceptions import ApplicationError
+from k2.audit.services import record
+from k2.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+SUBMISSION_ABANDONED = "SUBMISSION_ABANDONED"
+UNKNOWN_OUTCOME_ERRORS: tuple[type[ex.ExchangeError], ...] = (
+    ex.OrderOutcomeUnknown,  # sent, no definite answer
+    ex.ExchangeTimeout,  # includes our own deadline
+    ex.UnexpectedResponse,  # an answer we could not read: it may have been a yes
+    ex.DuplicateOrder,  # the venue already holds an order with our id: it is ours
+)
+
+VENUE_TO_STATUS: dict[VenueStatus, str] = {
+    VenueStatus.NEW: OrderStatus.OPEN,
+    VenueStatus.OPEN: OrderStatus.OPEN,
+    VenueStatus.PARTIALLY_FILLED: OrderStatus.PARTIAL,
+    VenueStatus.FILLED: OrderStatus.FILLED,
+    VenueStatus.CANCELLED: OrderStatus.CANCELLED,
+    VenueStatus.EXPIRED: OrderStatus.CANCELLED,
+    VenueStatus.REJECTED: OrderStatus.REJECTED,
+}
+
+
+# ---- the state machine ---------------------------------------------------------------------------
+
+
+def order_transition(
+    order: Order,
+    *,
+    status: str,
+    source: str,
+    actor: Any = None,
+    error_code: str = "",
+    error_message: str = "",
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """Move a locked order to `status` if the state machine allows it; audit the move.
+    Returns False (and changes nothing) for an illegal or stale move. The caller saves."""
+    current = order.status
+    if status == current:
+        return False
+    if not can_transition(current, status, error_code=order.error_code):
+        log.info(
+            "order_transition_ignored", order_id=str(order.pk), current=current, target=status, source=source
+        )
+        return False
+    correction = current == OrderStatus.REJECTED
+    now = timezone.now()
+    order.status = status
+    order.closed_at = now if status in TERMINAL_STATUSES else None
+    if status == OrderStatus.SUBMITTED:
+        order.submitted_at = now
+    if status == OrderStatus.REJECTED:
+        order.error_code = error_code or order.error_code or "REJECTED"
+        order.error_message = error_message or order.error_message
+    elif correction:
+        order.metadata = {**order.metadata, "corrected_from": {"error_code": order.error_code}}
+        order.error_code, order.error_message = "", ""
+    elif error_code:
+        order.error_code, order.error_message = error_code, error_message
+    record(
+        actor,
+        "order.corrected" if correction else f"order.{status}",
+        order,
+        {
+            "from": current,
+            "to": status,
+            "source": source,
+            "user_id": str(order.user_id),
+            "client_order_id": order.client_order_id,
+            "filled_quantity": str(order.filled_quantity),
+            **({"error_code": order.error_code} if order.error_code else {}),
+            **(details or {}),
+        },
+    )
+    return True
+
+
+_SAVE_FIELDS = [
+    "status", "exchange_order_id", "filled_quantity", "avg_fill_price", "fees", "fee_currency",
+    "submitted_at", "closed_at", "cancel_requested_at", "reconciled_at", "error_code", "error_message",
+    "metadata", "notional", "updated_at",
+]  # fmt: skip
+
+
+def _save(order: Order) -> None:
+    order.save(update_fields=_SAVE_FIELDS)
+
+
+def _merge_numbers(
+    order: Order, *, filled: Decimal, avg: Decimal | None, fees: Decimal, fee_currency: str | None
+) -> bool:
+    """Fill numbers only grow: a late or duplicate message never takes them back."""
+    changed = False
+    if filled > order.quantity:
+        log.error("venue_overfill", order_id=str(order.pk), filled=str(filled), quantity=str(order.quantity))
+        filled = order.quantity
+    if filled > order.filled_quantity:
+        order.filled_quantity = filled
+        if avg is not None:
+            order.avg_fill_price = avg
+        changed = True
+    if fees > order.fees:
+        order.fees = fees
+        changed = True
+    if fee_currency and not order.fee_currency:
+        order.fee_currency = fee_currency
+        changed = True
+    return changed
+
+
+def _status_from_fills(order: Order, proposed: str) -> str:
+    if proposed in (OrderStatus.OPEN, OrderStatus.PARTIAL, OrderStatus.SUBMITTED, OrderStatus.UNKNOWN):
+        if order.filled_quantity >= order.quantity:
+            return OrderStatus.FILLED
+        if order.filled_quantity > 0:
+            return OrderStatus.PARTIAL
+    return proposed
+
+
+def order_apply_venue_state(
+    *, order_id: Any, state: OrderState, source: str, actor: Any = None
+) -> Order | None:
+    """Record what the venue says about an order (any source, any order, any number of times)."""
+    with transaction.atomic(durable=True):
+        order = selectors.order_lock(order_id=order_id)
+        if order is None:
+            return None
+        changed = _merge_numbers(
+            order,
+            filled=state.filled_quantity,
+            avg=state.avg_fill_price,
+            fees=state.fees,
+            fee_currency=state.fee_currency,
+        )
+        if state.venue_order_id and not order.exchange_order_id:
+            order.exchange_order_id = state.venue_order_id
+            changed = True
+        target = _status_from_fills(order, VENUE_TO_STATUS[state.status])
+        moved = order_transition(
+            order,
+            status=target,
+            source=source,
+            actor=actor,
+            error_code="EXCHANGE_REJECTED" if target == OrderStatus.REJECTED else "",
+            error_message=state.reason or "",
+        )
+        if source == "reconcile":
+            order.reconciled_at = timezone.now()
+        if changed or moved or source == "reconcile":
+            _save(order)
+        if changed or moved:
+            order_announce(order, status_changed_to=order.status if moved else None)
+    return order
+
+
+def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
+    """Record one fill exactly once (unique venue trade id) and fold it into its order.
+    Returns False for a duplicate or for a fill of an order K2 did not place."""
+    order_id = selectors.order_find_for_venue(
+        venue=venue, venue_client_order_id=fill.client_order_id, exchange_order_id=fill.venue_order_id
+    )
+    if order_id is None:
+        return False
+    with transaction.atomic(durable=True):
+        order = selectors.order_lock(order_id=order_id)
+        if order is None:
+            return False
+        try:
+            with transaction.atomic():
+                execution = OrderExecution.objects.create(
+                    order=order,
+                    user_id=order.user_id,
+                    exchange=venue,
+                    exchange_exec_id=fill.venue_trade_id,
+                    instrument=order.instrument,
+                    side=order.side,
+                    outcome=order.outcome,
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    fee_currency=fill.fee_currency or "",
+                    liquidity=str(fill.liquidity) if fill.liquidity else "",
+                    executed_at=fill.time,
+                )
+        except IntegrityError:
+            return False
+        record(
+            None,
+            "order.execution",
+            order,
+            {
+                "execution_id": str(execution.pk),
+                "exchange_exec_id": fill.venue_trade_id,
+                "quantity": str(fill.quantity),
+                "price": str(fill.price),
+                "fee": str(fill.fee),
+                "fee_currency": fill.fee_currency,
+                "source": source,
+            },
+        )
+        quantity, vwap, fees = selectors.execution_totals(order_id=order.pk)
+        _merge_numbers(order, filled=quantity, avg=vwap, fees=fees, fee_currency=fill.fee_currency)
+        if fill.venue_order_id and not order.exchange_order_id:
+            order.exchange_order_id = fill.venue_order_id
+        moved = order_transition(order, status=_status_from_fills(order, order.status), source=source)
+        _save(order)
+        order_announce(order, status_changed_to=order.status if moved else None)
+    return True
+
+
+# ---- placing --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    instrument: str
+    side: str
+    order_type: str
+    quantity: Decimal
+    price: Decimal | None = None
+    outcome: str = ""
+    time_in_force: str = "gtc"
+    post_only: bool = False
+    client_order_id: str | None = None
+
+    def fingerprint(self) -> str:
+        """The request's identity: same fingerprint = same order (decimals compared by value)."""
+
+        def num(value: Decimal | None) -> str | None:
+            return None if value is None else format(value.normalize(), "f")
+
+        body = {
+            "instrument": self.instrument.strip().upper(),
+            "side": self.side,
+            "order_type": self.order_type,
+            "quantity": num(self.quantity),
+            "price": num(self.price),
+            "outcome": self.outcome or None,
+            "time_in_force": self.time_in_force,
+            "post_only": self.post_only,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class PlaceResult:
+    order: Order
+    created: bool
+
+
+def _instrument(symbol: str) -> Instrument:
+    instrument = Instrument.objects.filter(symbol=symbol.strip().upper()).first()
+    if instrument is None:
+        raise InstrumentUnknown(f"Unknown instrument {symbol!r}.", details={"instrument": symbol})
+    return instrument
+
+
+def _link(*, user: Any, venue: str) -> ExchangeLink:
+    link = exchange_link_active(user=user, venue=venue)
+    if link is None:
+        raise ExchangeNotLinked(details={"exchange": venue})
+    return link
+
+
+def order_rejection_error(order: Order) -> OrderRejected:
+    """The API error for a rejected order (the same on every replay of its request)."""
+    rejection = order.metadata.get("rejection") or {}
+    return OrderRejected(
+        code=order.error_code or "REJECTED",
+        message=order.error_message or "The order was rejected.",
+        details={
+            "order_id": str(order.pk),
+            "client_order_id": order.client_order_id,
+            "status": order.status,
+            **rejection,
+        },
+    )
+
+
+def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResult:
+    """Place an order exactly once per (user, client_order_id).
+
+    A replay of the same request returns the original order without calling the venue; the same
+    key with a different request raises `IdempotencyKeyReused`. Concurrent duplicates are decided
+    by the database's unique constraint: one inserts and proceeds, the others replay.
+    """
+    actor = actor or user
+    instrument = _instrument(data.instrument)
+    risk.order_validate(
+        instrument=instrument,
+        side=data.side,
+        order_type=data.order_type,
+        quantity=data.quantity,
+        price=data.price,
+        outcome=data.outcome,
+        time_in_force=data.time_in_force,
+        post_only=data.post_only,
+    )
+    if instrument.close_time is not None and instrument.close_time <= timezone.now():
+        raise risk.InvalidOrderInput(
+            f"{instrument.symbol} has closed.",
+            code="MARKET_CLOSED",
+            details={"instrument": instrument.symbol},
+        )
+    link = _link(user=user, venue=instrument.venue)
+    fingerprint = data.fingerprint()
+    order, created = _order_create(
+        user=user, data=data, instrument=instrument, fingerprint=fingerprint, actor=actor
+    )
+    if not created:
+        if order.request_fingerprint != fingerprint:
+            record(actor, "order.idempotency_conflict", order, {"client_order_id": order.client_order_id})
+            raise IdempotencyKeyReused(
+                details={"client_order_id": order.client_order_id, "order_id": str(order.pk)}
+            )
+        return PlaceResult(order=order, created=False)
+
+    credentials = link_credentials(link)
+    inputs = risk.risk_gather(order=order, instrument=instrument, link_id=link.pk, credentials=credentials)
+    order = _order_risk_check(order_id=order.pk, instrument=instrument, inputs=inputs, actor=actor)
+    if order.status != OrderStatus.SUBMITTED:
+        return PlaceResult(order=order, created=True)
+    order = order_submit(order=order, credentials=credentials, actor=actor)
+    risk.account_snapshot_forget(link_id=link.pk)
+    return PlaceResult(order=order, created=True)
+
+
+def _order_create(
+    *, user: Any, data: OrderInput, instrument: Instrument, fingerprint: str, actor: Any
+) -> tuple[Order, bool]:
+    client_order_id = data.client_order_id or f"k2-{secrets.token_hex(12)}"
+    try:
+        with transaction.atomic(durable=True):
+            order = Order.objects.create(
+                user=user,
+                client_order_id=client_order_id,
+                request_fingerprint=fingerprint,
+                exchange=instrument.venue,
+                instrument=instrument.symbol,
+                instrument_type=instrument.instrument_type,
+                side=data.side,
+                outcome=data.outcome,
+                order_type=data.order_type,
+                time_in_force=data.time_in_force,
+                post_only=data.post_only,
+                quantity=data.quantity,
+                price=data.price,
+                status=OrderStatus.PENDING,
+            )
+            record(
+                actor,
+                "order.created",
+                order,
+                {
+                    "client_order_id": client_order_id,
+                    "venue_client_order_id": order.venue_client_order_id,
+                    "exchange": order.exchange,
+                    "instrument": order.instrument,
+                    "side": order.side,
+                    "outcome": order.outcome,
+                    "order_type": order.order_type,
+                    "quantity": str(order.quantity),
+                    "price": str(order.price) if order.price is not None else None,
+                },
+            )
+            order_announce(order, status_changed_to=None)
+        return order, True
+    except IntegrityError:
+        existing = selectors.order_get_by_client_id(user=user, client_order_id=client_order_id)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def _order_risk_check(*, order_id: Any, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:
+    with transaction.atomic(durable=True):
+        order = selectors.order_lock(order_id=order_id)
+        assert order is not None
+        selectors.user_trading_lock(user_id=order.user_id)
+        if order.status != OrderStatus.PENDING:
+            return order  # cancelled while we gathered inputs
+        try:
+            notional = risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now())
+        except RiskRejection as rejection:
+            order.metadata = {**order.metadata, "rejection": rejection.details, "rejected_by": "risk"}
+            order_transition(
+                order,
+                status=OrderStatus.REJECTED,
+                source="risk",
+                actor=actor,
+                error_code=rejection.code,
+                error_message=rejection.message,
+                details=rejection.details,
+            )
+            record(actor, "order.risk_rejected", order, {"code": rejection.code, **rejection.details})
+            _save(order)
+            order_announce(order, status_changed_to=order.status)
+            return order
+        order.notional = notional
+        order.metadata = {
+            **order.metadata,
+            "reference_price": str(inputs.reference_price or ""),
+            "price_source": inputs.price_source,
+        }
+        order_transition(order, status=OrderStatus.SUBMITTED, source="risk", actor=actor)
+        _save(order)
+        order_announce(order, status_changed_to=order.status)
+    return order
+
+
+def _venue_request(order: Order) -> OrderRequest:
+    return OrderRequest(
+        instrument=order.instrument,
+        side=VenueSide(order.side),
+        order_type=VenueOrderType(order.order_type),
+        quantity=order.quantity,
+        client_order_id=order.venue_client_order_id,
+        price=order.price,
+        time_in_force=VenueTimeInForce(order.time_in_force),
+        post_only=order.post_only,
+        outcome=VenueOutcome(order.outcome) if order.outcome else None,
+    )
+
+
+def order_submit(*, order: Order, credentials: Any, actor: Any = None) -> Order:
+    """Send a `submitted` order to its venue (no transaction open) and record the answer.
+    Never resends: an answer that does not settle the outcome leaves the order `unknown`."""
+    request = _venue_request(order)
+
+    async def send(adapter: ExchangeAdapter) -> OrderState:
+        return await adapter.place_order(request)
+
+    try:
+        state = venue_call(
+            order.exchange,
+            send,
+            credentials=credentials,
+            timeout=settings.K2_TRADING_SUBMIT_TIMEOUT_SECONDS,
+            actor=actor,
+            target=order,
+        )
+    except UNKNOWN_OUTCOME_ERRORS as error:
+        return _order_mark_unknown(order_id=order.pk, reason=f"{error.code}: {error.message}", actor=actor)
+    except ex.ExchangeError as error:
+        return _order_venue_rejected(order_id=order.pk, error=error, actor=actor)
+    except Exception as error:  # a bug after sending must not make the order look failed
+        log.exception("order_submit_unexpected", order_id=str(order.pk))
+        return _order_mark_unknown(order_id=order.pk, reason=type(error).__name__, actor=actor)
+    applied = order_apply_venue_state(order_id=order.pk, state=state, source="submit", actor=actor)
+    assert applied is not None
+    if applied.status == OrderStatus.OPEN and (
+        order.order_type == "market" or order.time_in_force in ("ioc", "fok")
+    ):
+        # Marketable orders usually fill at once; one read shows the user the fill in the answer.
+        applied = _order_refresh(order=applied, credentials=credentials, actor=actor) or applied
+    return applied
+
+
+def _order_refresh(*, order: Order, credentials: Any, actor: Any) -> Order | None:
+    async def get(adapter: ExchangeAdapter) -> OrderState:
+        return await adapter.get_order(client_order_id=order.venue_client_order_id)
+
+    try:
+        state = venue_call(
+            order.exchange, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS,
+            actor=actor, target=order,
+        )  # fmt: skip
+    except ex.ExchangeError:
+        return None  # the user stream or reconciliation will tell
+    applied = order_apply_venue_state(order_id=order.pk, state=state, source="submit", actor=actor)
+    if state.filled_quantity > 0:
+        from apps.trading.tasks import order_reconcile_task
+
+        # The user stream normally records the fills; this makes sure they are never missing.
+        pk = str(order.pk)
+        countdown = settings.K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS
+        transaction.on_commit(lambda: order_reconcile_task.apply_async((pk,), countdown=countdown), robust=True)
+    return applied
+
+
+def _order_mark_unknown(*, order_id: Any, reason: str, actor: Any) -> Order:
+    from apps.trading.tasks import order_reconcile_task
+
+    with transaction.atomic(durable=True):
+        order = selectors.order_lock(order_id=order_id)
+        assert order is not None
+        if order_transition(
+            order, status=OrderStatus.UNKNOWN, source="submit", actor=actor, details={"reason": reason}
+        ):
+            order.metadata = {**order.metadata, "unknown_reason": reason}
+            _save(order)
+            order_announce(order, status_changed_to=order.status)
+        pk = str(order.pk)
+        transaction.on_commit(
+            lambda: order_reconcile_task.apply_async(
+                (pk,), countdown=settings.K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS
+            ),
+            robust=True,
+        )
+    return order
+
+
+def _order_venue_rejected(*, order_id: Any, error: ex.ExchangeError, actor: Any) -> Order:
+    with transaction.atomic(durable=True):
+        order = selectors.order_lock(order_id=order_id)
+        assert order is not None
+        details = {"venue": order.exchange, "venue_code": error.venue_code}
+        order.metadata = {**order.metadata, "rejection": {"venue": order.exchange}, "rejected_by": "venue"}
+        if order_transition(
+            order,
+            status=OrderStatus.REJECTED,
+            source="submit",
+            actor=actor,
+            error_code=error.code,
+            error_message=error.message,
+            details=details,
+        ):
+            _save(order)
+            order_announce(order, status_changed_to=order.status)
+    return order
+
+
+# ---- cancelling -----------------------------------------------------------------------------------
+
+
+def order_cancel(*, order_id: Any, user: Any = None, actor: Any = None) -> Order:
+    """Cancel one order. Pending: cancelled here. Live: cancelled at the venue, then the venue's
+    answer is recorded (it may show the order filled first). `user` scopes the lookup (API);
+    admin and tasks pass None. Raises `OrderNotCancellable` for a finished order."""
+    with transaction.atomic(durable=True):
+        qs = Order.objects.select_for_update()
+        order = (qs.filter(user=user) if user is not None else qs).filter(pk=order_id).first()
+        if order is None:
+            raise OrderNotFound()
+        if order.status in TERMINAL_STATUSES:
+            raise OrderNotCancellable(details={"order_id": str(order.pk), "status": order.status})
+        if order.status == OrderStatus.PENDING:
+            order_transition(order, status=OrderStatus.CANCELLED, source="cancel", actor=actor or user)
+            _save(order)
+            order_announce(order, status_changed_to=order.status)
+            return order
+        order.cancel_requested_at = timezone.now()
+        record(actor or user, "order.cancel_requested", order, {"status": order.status})
+        _save(order)
+    link = exchange_link_active(user=order.user, venue=order.exchange)
+    if link is None:
+        raise ExchangeNotLinked(details={"exchange": order.exchange, "order_id": str(order.pk)})
+    results = _venue_cancel(orders=[order], credentials=link_credentials(link), actor=actor or user)
+    outcome = results[order.pk]
+    if isinstance(outcome, ApplicationError):
+        raise outcome
+    return outcome
+
+
+def _venue_cancel(
+    *, orders: list[Order], credentials: Any, actor: Any
+) -> dict[Any, Order | ApplicationError]:
+    """Cancel `orders` (one venue) concurrently, then read each back and record its state."""
+    venue = orders[0].exchange
+
+    async def cancel_and_read(adapter: ExchangeAdapter) -> list[tuple[Any, Any]]:
+        async def one(order: Order) -> tuple[Any, Any]:
+            try:
+                await adapter.cancel_order(
+                    venue_order_id=order.exchange_order_id or None,
+                    client_order_id=None if order.exchange_order_id else order.venue_client_order_id,
+                )
+            except (ex.OrderNotOpen, ex.OrderNotFound):
+                pass  # already finished (or never arrived): the read below tells which
+            except ex.ExchangeError as error:
+                return order.pk, error
+            try:
+                return order.pk, await adapter.get_order(client_order_id=order.venue_client_order_id)
+            except ex.ExchangeError as error:
+                return order.pk, error
+
+        return list(await asyncio.gather(*(one(o) for o in orders)))
+
+    out: dict[Any, Order | ApplicationError] = {}
+    try:
+        answers = venue_call(
+            venue, cancel_and_read, credentials=credentials,
+            timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS, actor=actor,
+        )  # fmt: skip
+    except ex.ExchangeError as call_error:
+        answers = [(o.pk, call_error) for o in orders]
+    by_id = {o.pk: o for o in orders}
+    for order_id, answer in answers:
+        if isinstance(answer, OrderState):
+            applied = order_apply_venue_state(order_id=order_id, state=answer, source="cancel", actor=actor)
+            out[order_id] = applied or by_id[order_id]
+        elif isinstance(answer, ex.OrderNotFound):
+            out[order_id] = by_id[order_id]  # not at the venue (yet): reconciliation settles it
+        else:
+            failure = answer if isinstance(answer, ex.ExchangeError) else ex.ExchangeError(str(answer))
+            unavailable = isinstance(failure, ex.RetryableError | ex.OrderOutcomeUnknown)
+            code = "EXCHANGE_UNAVAILABLE" if unavailable else failure.code
+            out[order_id] = ApplicationError(
+                "The venue did not confirm the cancel; the order will be reconciled.",
+                code=code,
+                status_code=503 if code == "EXCHANGE_UNAVAILABLE" else 502,
+                details={"order_id": str(order_id), "venue": venue},
+            )
+    return out
+
+
+def orders_cancel_all(
+    *, user: Any, instrument: str | None = None, exchange: str | None = None, actor: Any = None
+) -> dict[str, Any]:
+    """Cancel the user's live orders (optionally one instrument or venue). Only K2's own orders
+    are touched, one by one, never the venue's cancel-all (it would hit orders placed elsewhere)."""
+    ids = selectors.order_ids_open_for_user(
+        user=user, instrument=instrument.strip().upper() if instrument else None, exchange=exchange
+    )
+    record(
+        actor or user,
+        "order.cancel_all_requested",
+        None,
+        {"instrument": instrument, "exchange": exchange, "count": len(ids)},
+    )
+    cancelled: list[str] = []
+    pending: list[str] = []
+    failed: list[dict[str, Any]] = []
+    live: dict[str, list[Order]] = {}
+    for order_id in ids:
+        try:
+            with transaction.atomic(durable=True):
+                order = selectors.order_lock(order_id=order_id)
+                if order is None or order.status in TERMINAL_STATUSES:
+                    continue
+                if order.status == OrderStatus.PENDING:
+                    order_transition(
+                        order, status=OrderStatus.CANCELLED, source="cancel_all", actor=actor or user
+                    )
+                    _save(order)
+                    order_announce(order, status_changed_to=order.status)
+                    cancelled.append(str(order.pk))
+                    continue
+                order.cancel_requested_at = timezone.now()
+                _save(order)
+                live.setdefault(order.exchange, []).append(order)
+        except ApplicationError as error:
+            failed.append({"order_id": str(order_id), "code": error.code})
+    for venue, orders in live.items():
+        link = exchange_link_active(user=user, venue=venue)
+        if link is None:
+            failed.extend({"order_id": str(o.pk), "code": ExchangeNotLinked.code} for o in orders)
+            continue
+        results = _venue_cancel(orders=orders, credentials=link_credentials(link), actor=actor or user)
+        for order_id, outcome in results.items():
+            if isinstance(outcome, ApplicationError):
+                failed.append({"order_id": str(order_id), "code": outcome.code})
+            elif outcome.status == OrderStatus.CANCELLED:
+                cancelled.append(str(order_id))
+            else:
+                pending.append(str(order_id))
+    return {"requested": len(ids), "cancelled": cancelled, "pending": pending, "failed": failed}
+
+
+# ---- reconciliation -------------------------------------------------------------------------------
+
+
+def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
+    """Bring one order in line with its venue, by K2's client order id. Idempotent: run it any
+    number of times, concurrently or after a crash, and the order ends in the venue's state.
+
+    - `pending` past the grace period: its placing request died before sending, so it is
+      rejected (`SUBMISSION_ABANDONED`) without asking the venue;
+    - not found at the venue while `submitted`/`unknown`, past the grace period: rejected
+      (`NOT_FOUND_AT_VENUE`; overturned if the venue ever shows it);
+    - otherwise the venue's state and any unrecorded fills are applied.
+    """
+    order = Order.objects.filter(pk=order_id).select_related("user").first()
+    if order is None:
+        return None
+    grace = timedelta(seconds=settings.K2_TRADING_RECONCILE_GRACE_SECONDS)
+    now = timezone.now()
+    if order.status == OrderStatus.PENDING:
+        if now - order.created_at >= grace:
+            return _order_settle_missing(
+                order_id=order.pk, expect=OrderStatus.PENDING, code=SUBMISSION_ABANDONED, actor=actor
+            )
+        return order
+    if order.status in TERMINAL_STATUSES and order.error_code != NOT_FOUND_AT_VENUE:
+        recorded, _, _ = selectors.execution_totals(order_id=order.pk)
+        if recorded >= order.filled_quantity:
+            return order  # finished and fully accounted for
+    link = ExchangeLink.objects.filter(user_id=order.user_id, exchange=order.exchange).first()
+    if link is None or not link.access_token:
+        log.warning("reconcile_no_credentials", order_id=str(order.pk), venue=order.exchange)
+        return order
+    credentials = link_credentials(link)
+
+    async def get(adapter: ExchangeAdapter) -> OrderState:
+        return await adapter.get_order(client_order_id=order.venue_client_order_id)
+
+    try:
+        state = venue_call(
+            order.exchange, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS,
+            actor=actor, target=order,
+        )  # fmt: skip
+    except ex.OrderNotFound:
+        since = order.submitted_at or order.created_at
+        if order.status in (OrderStatus.SUBMITTED, OrderStatus.UNKNOWN) and now - since >= grace:
+            return _order_settle_missing(
+                order_id=order.pk, expect=order.status, code=NOT_FOUND_AT_VENUE, actor=actor
+            )
+        _touch(order.pk)
+        return order
+    except ex.ExchangeError as error:
+        log.warning("reconcile_failed", order_id=str(order.pk), code=error.code)
+        return order
+    applied = order_apply_venue_state(order_id=order.pk, state=state, source="reconcile", actor=actor)
+    if applied is not None:
+        recorded, _, _ = selectors.execution_totals(order_id=applied.pk)
+        if state.filled_quantity > recorded:
+            _fetch_fills(
+                order=applied, credentials=credentials, venue_order_id=state.venue_order_id, actor=actor
+            )
+            applied.refresh_from_db()
+    return applied
+
+
+def _touch(order_id: Any) -> None:
+    Order.objects.filter(pk=order_id).update(reconciled_at=timezone.now())
+
+
+def _order_settle_missing(*, order_id: Any, expect: str, code: str, actor: Any) -> Order | None:
+    messages = {
+        SUBMISSION_ABANDONED: "The order was never sent: its request stopped before reaching the venue.",
+        NOT_FOUND_AT_VENUE: "The venue has no such order: the submission did not reach it.",
+    }
+    with transaction.atomic(durable=True):
+        order = selectors.order_lock(order_id=order_id)
+        if order is None or order.status != expect:
+            return order
+        order.reconciled_at = timezone.now()
+        order.metadata = {**order.metadata, "rejection": {}, "rejected_by": "reconcile"}
+        order_transition(
+            order,
+            status=OrderStatus.REJECTED,
+            source="reconcile",
+            actor=actor,
+            error_code=code,
+            error_message=messages[code],
+        )
+        _save(order)
+        order_announce(order, status_changed_to=order.status)
+    return order
+
+
+def _fetch_fills(*, order: Order, credentials: Any, venue_order_id: str, actor: Any) -> int:
+    start = order.created_at - timedelta(minutes=1)
+
+    async def get(adapter: ExchangeAdapter) -> list[Fill]:
+        return await adapter.get_fills(order.instrument, start=start, limit=100)
+
+    try:
+        fills = venue_call(
+            order.exchange, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS,
+            actor=actor, target=order,
+        )  # fmt: skip
+    except ex.ExchangeError as error:
+        log.warning("reconcile_fills_failed", order_id=str(order.pk), code=error.code)
+        return 0
+    recorded = 0
+    for fill in fills:
+        if fill.venue_order_id == venue_order_id or fill.client_order_id == order.venue_client_order_id:
+            recorded += execution_record(venue=order.exchange, fill=fill, source="reconcile")
+    return recorded
+
+
+def orders_reconcile_for_link(*, user_id: Any, venue: str) -> int:
+    """Reconcile every live order of one link (after its user stream (re)connects)."""
+    ids = selectors.order_ids_live_for_link(user_id=user_id, venue=venue)
+    for order_id in ids:
+        order_reconcile(order_id=order_id)
+    return len(ids)
+
+
+def orders_reconcile_ids(*, limit: int | None = None) -> list[Any]:
+    return selectors.order_ids_to_reconcile(limit=limit or settings.K2_TRADING_RECONCILE_BATCH)
