@@ -8,8 +8,14 @@ import pytest
 
 @pytest.fixture
 def exchange(cryptocom_sim, cryptocom_account):
-    client = ccxt.cryptocom({"apiKey": cryptocom_account["api_key"], "secret": cryptocom_account["api_secret"],
-                             "timeout": 5000, "enableRateLimit": True})  # fmt: skip
+    client = ccxt.cryptocom(
+        {
+            "apiKey": cryptocom_account["api_key"],
+            "secret": cryptocom_account["api_secret"],
+            "timeout": 5000,
+            "enableRateLimit": True,
+        }
+    )
     client.urls["api"]["v1"] = cryptocom_sim.rest_url  # the only change: where it points
     return client
 
@@ -26,7 +32,8 @@ def test_ccxt_market_data(exchange):
     assert ticker["last"] > 0
 
     book = exchange.fetch_order_book("ETH/USD", limit=5)
-    assert len(book["bids"]) == 5 and len(book["asks"]) == 5
+    assert len(book["bids"]) == 5
+    assert len(book["asks"]) == 5
     assert book["bids"][0][0] < book["asks"][0][0]
 
     trades = exchange.fetch_trades("BTC/USD", limit=5)
@@ -50,7 +57,8 @@ def test_ccxt_balance_and_order_round_trip(exchange, cryptocom_sim, cryptocom_ac
     assert created["id"]
     fetched = exchange.fetch_order(created["id"], "BTC/USD")
     assert fetched["status"] == "open"
-    assert fetched["price"] == price and fetched["amount"] == 0.001
+    assert fetched["price"] == price
+    assert fetched["amount"] == 0.001
     assert fetched["clientOrderId"] == "ccxt-1"
     assert [o["id"] for o in exchange.fetch_open_orders("BTC/USD")] == [created["id"]]
     assert exchange.fetch_balance()["USD"]["used"] > 0
@@ -61,7 +69,8 @@ def test_ccxt_balance_and_order_round_trip(exchange, cryptocom_sim, cryptocom_ac
 
     market = exchange.create_order("SOL/USD", "market", "sell", 1)
     filled = exchange.fetch_order(market["id"], "SOL/USD")
-    assert filled["status"] == "closed" and filled["filled"] == 1
+    assert filled["status"] == "closed"
+    assert filled["filled"] == 1
     assert cryptocom_sim.account_state(cryptocom_account["api_key"])["orders"] == 2
 
 

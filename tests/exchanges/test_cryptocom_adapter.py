@@ -47,7 +47,9 @@ async def test_instruments(cryptocom_adapter):
 async def test_tickers_book_trades_candles(cryptocom_adapter):
     ticker = await cryptocom_adapter.get_ticker("ETH-USD")
     assert ticker.instrument == "ETH-USD"
-    assert ticker.bid is not None and ticker.ask is not None and ticker.bid < ticker.ask
+    assert ticker.bid is not None
+    assert ticker.ask is not None
+    assert ticker.bid < ticker.ask
     assert isinstance(ticker.last, Decimal)
     assert ticker.time.tzinfo is UTC
     tickers = await cryptocom_adapter.get_tickers()
@@ -58,8 +60,10 @@ async def test_tickers_book_trades_candles(cryptocom_adapter):
     ]
 
     book = await cryptocom_adapter.get_order_book("BTC-USD", depth=5)
-    assert len(book.bids) == 5 and len(book.asks) == 5
-    assert book.bids[0].price > book.bids[-1].price and book.asks[0].price < book.asks[-1].price
+    assert len(book.bids) == 5
+    assert len(book.asks) == 5
+    assert book.bids[0].price > book.bids[-1].price
+    assert book.asks[0].price < book.asks[-1].price
     assert book.bids[0].price < book.asks[0].price
 
     trades = await cryptocom_adapter.get_trades("BTC-USD", limit=10)
@@ -73,7 +77,8 @@ async def test_tickers_book_trades_candles(cryptocom_adapter):
     assert candles == sorted(candles, key=lambda c: c.start)
     end = candles[-1].start
     window = await cryptocom_adapter.get_candles("BTC-USD", "1m", start=end - timedelta(minutes=30), end=end)
-    assert window and all(end - timedelta(minutes=31) <= c.start < end for c in window)
+    assert window
+    assert all(end - timedelta(minutes=31) <= c.start < end for c in window)
 
 
 async def test_unknown_instrument(cryptocom_adapter):
@@ -92,16 +97,16 @@ async def test_limit_order_lifecycle(cryptocom_adapter):
     price = await far_bid(cryptocom_adapter)
     request = limit(Side.BUY, "0.01", price)
     ack = await cryptocom_adapter.place_order(request)
-    assert (
-        ack.status is OrderStatus.NEW
-        and ack.venue_order_id
-        and ack.client_order_id == request.client_order_id
-    )
+    assert ack.status is OrderStatus.NEW
+    assert ack.venue_order_id
+    assert ack.client_order_id == request.client_order_id
 
     by_id = await cryptocom_adapter.get_order(venue_order_id=ack.venue_order_id)
     by_client = await cryptocom_adapter.get_order(client_order_id=request.client_order_id)
     assert by_id == by_client
-    assert by_id.status is OrderStatus.OPEN and by_id.price == price and by_id.quantity == Decimal("0.01")
+    assert by_id.status is OrderStatus.OPEN
+    assert by_id.price == price
+    assert by_id.quantity == Decimal("0.01")
 
     balances = {b.currency: b for b in await cryptocom_adapter.get_balances()}
     assert balances["USD"].on_hold >= price * Decimal("0.01")
@@ -138,10 +143,12 @@ async def test_market_order_fills_with_fees(cryptocom_adapter):
     order = await cryptocom_adapter.get_order(venue_order_id=ack.venue_order_id)
     assert order.status is OrderStatus.FILLED
     assert order.filled_quantity == Decimal("0.02")
-    assert order.fees > 0 and order.fee_currency == "USD"
+    assert order.fees > 0
+    assert order.fee_currency == "USD"
 
     fills = await cryptocom_adapter.get_fills("BTC-USD", start=datetime.now(UTC) - timedelta(minutes=5))
-    assert fills and all(f.venue_order_id == ack.venue_order_id for f in fills)
+    assert fills
+    assert all(f.venue_order_id == ack.venue_order_id for f in fills)
     assert sum(f.quantity for f in fills) == Decimal("0.02")
     assert sum(f.fee for f in fills) == order.fees
     assert all(f.fee > 0 and f.liquidity and f.liquidity.value == "taker" for f in fills)
@@ -186,7 +193,8 @@ async def test_duplicate_client_order_id(cryptocom_adapter):
     await cryptocom_adapter.place_order(request)
     with pytest.raises(ex.DuplicateOrder) as info:
         await cryptocom_adapter.place_order(request)
-    assert info.value.code == "DUPLICATE_ORDER" and info.value.venue_code == "204"
+    assert info.value.code == "DUPLICATE_ORDER"
+    assert info.value.venue_code == "204"
     assert len(await cryptocom_adapter.get_open_orders()) == 1
 
 
@@ -213,7 +221,8 @@ async def test_wrong_credentials(cryptocom_account, make_cryptocom_adapter):
     wrong_secret = make_cryptocom_adapter(Credentials(cryptocom_account["api_key"], "not-the-secret"))
     with pytest.raises(ex.AuthFailed) as info:
         await wrong_secret.get_balances()
-    assert info.value.code == "EXCHANGE_AUTH_FAILED" and info.value.venue_code == "40101"
+    assert info.value.code == "EXCHANGE_AUTH_FAILED"
+    assert info.value.venue_code == "40101"
     unknown_key = make_cryptocom_adapter(Credentials("nobody", "nothing"))
     with pytest.raises(ex.AuthFailed):
         await unknown_key.get_open_orders()
@@ -239,7 +248,6 @@ async def test_on_call_reports_every_request_without_secrets(
         ("cryptocom", "private/get-order-detail", "error", "40401"),
     ]
     assert all(isinstance(c[2], float) and c[2] >= 0 for c in calls)
-    assert cryptocom_credentials.api_secret not in repr(calls) and cryptocom_credentials.api_key not in repr(
-        calls
-    )
+    assert cryptocom_credentials.api_secret not in repr(calls)
+    assert cryptocom_credentials.api_key not in repr(calls)
     assert cryptocom_credentials.api_secret not in repr(cryptocom_credentials)

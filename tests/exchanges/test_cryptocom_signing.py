@@ -27,12 +27,22 @@ LIST_PARAMS = {
     ],
 }
 VECTORS = [
-    ("private/create-order", 42, CREATE_PARAMS, 1718000000000,
-     "ba59d869b049b40438598c2d9971184b902ece1d8685b6da1a216962057143ad"),
+    (
+        "private/create-order",
+        42,
+        CREATE_PARAMS,
+        1718000000000,
+        "ba59d869b049b40438598c2d9971184b902ece1d8685b6da1a216962057143ad",
+    ),
     ("public/auth", 1, {}, 1718000000000, "29c724d68b839328b2144337bdc2d6adabdf6f2a1ac00eed573c673682b284cc"),
-    ("private/create-order-list", 7, LIST_PARAMS, 1718000000123,
-     "ca4cb1af5b16a09058a7e0334a77e3e0e4c81786e802218705d21fa3ddf984f0"),
-]  # fmt: skip
+    (
+        "private/create-order-list",
+        7,
+        LIST_PARAMS,
+        1718000000123,
+        "ca4cb1af5b16a09058a7e0334a77e3e0e4c81786e802218705d21fa3ddf984f0",
+    ),
+]
 
 
 @pytest.mark.parametrize(("method", "req_id", "params", "nonce", "expected"), VECTORS)

@@ -89,9 +89,15 @@ def test_order_partially_filled_decimal_and_utc():
 
 @pytest.mark.parametrize(
     ("venue", "ours"),
-    [("NEW", OrderStatus.NEW), ("PENDING", OrderStatus.NEW), ("FILLED", OrderStatus.FILLED),
-     ("CANCELED", OrderStatus.CANCELLED), ("REJECTED", OrderStatus.REJECTED), ("EXPIRED", OrderStatus.EXPIRED)],
-)  # fmt: skip
+    [
+        ("NEW", OrderStatus.NEW),
+        ("PENDING", OrderStatus.NEW),
+        ("FILLED", OrderStatus.FILLED),
+        ("CANCELED", OrderStatus.CANCELLED),
+        ("REJECTED", OrderStatus.REJECTED),
+        ("EXPIRED", OrderStatus.EXPIRED),
+    ],
+)
 def test_statuses(venue, ours):
     assert translate.order({**ORDER, "status": venue, "cumulative_quantity": "0"}).status is ours  # type: ignore[typeddict-item]
 
@@ -122,8 +128,15 @@ def test_balances_total_available_hold():
 
 
 def test_order_params_are_strings_and_post_only():
-    request = OrderRequest("BTC-USD", Side.BUY, OrderType.LIMIT, Decimal("0.0100"), "oid-1",
-                           price=Decimal("50000.5"), post_only=True)  # fmt: skip
+    request = OrderRequest(
+        "BTC-USD",
+        Side.BUY,
+        OrderType.LIMIT,
+        Decimal("0.0100"),
+        "oid-1",
+        price=Decimal("50000.5"),
+        post_only=True,
+    )
     params = translate.order_params(request)
     assert params == {
         "instrument_name": "BTC_USD",

@@ -12,8 +12,14 @@ from apps.exchanges.adapters.ratelimit import RateLimiter, RateRule, credential_
 
 def limiter(redis, *, max_wait: float = 0.0, credential: str = "key-1") -> RateLimiter:
     rules = {"orders": RateRule.per(5, 1.0), "global": RateRule.per(8, 1.0)}
-    return RateLimiter(venue="testvenue", credential=credential, rules=rules, redis=redis, max_wait=max_wait,
-                       global_group="global")  # fmt: skip
+    return RateLimiter(
+        venue="testvenue",
+        credential=credential,
+        rules=rules,
+        redis=redis,
+        max_wait=max_wait,
+        global_group="global",
+    )
 
 
 async def test_bucket_state_lives_in_redis_not_in_the_process(aioredis, settings):
@@ -28,6 +34,7 @@ async def test_bucket_state_lives_in_redis_not_in_the_process(aioredis, settings
             await b.acquire("orders")
         with pytest.raises(RateLimited) as info:
             await b.acquire("orders")
+        assert info.value.retry_after is not None
         assert 0 < info.value.retry_after <= 0.25
         await limiter(None).acquire("orders")  # an in-memory limiter knows nothing of Redis's bucket
         other_key = limiter(other_connection, credential="key-2")
@@ -52,8 +59,14 @@ async def test_waits_within_bound_then_refuses(aioredis):
 
 
 async def test_global_group_is_charged_too(aioredis):
-    lim = RateLimiter(venue="tv", credential="k", redis=aioredis, max_wait=0, global_group="global",
-                      rules={"a": RateRule.per(10, 1.0), "b": RateRule.per(10, 1.0), "global": RateRule.per(4, 1.0)})  # fmt: skip
+    lim = RateLimiter(
+        venue="tv",
+        credential="k",
+        redis=aioredis,
+        max_wait=0,
+        global_group="global",
+        rules={"a": RateRule.per(10, 1.0), "b": RateRule.per(10, 1.0), "global": RateRule.per(4, 1.0)},
+    )
     for group in ("a", "b", "a", "b"):
         await lim.acquire(group)
     with pytest.raises(RateLimited):

@@ -41,7 +41,8 @@ def test_command_serves_and_stops_on_sigterm():
             except httpx.TransportError:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.2)
-        assert response is not None and response.status_code == 200
+        assert response is not None
+        assert response.status_code == 200
         assert {r["symbol"] for r in response.json()["result"]["data"]} >= {"BTC_USD", "ETH_USD", "SOL_USD"}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

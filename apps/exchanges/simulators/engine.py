@@ -367,6 +367,7 @@ class MatchingEngine:
         self.orders_by_client: dict[tuple[str, str], SimOrder] = {}
         self.account_orders: dict[str, list[SimOrder]] = {}
         self.fills: dict[str, list[SimFill]] = {}
+        self.open_index: dict[str, dict[str, SimOrder]] = {}
         self.trades: dict[str, deque[PublicTrade]] = {s: deque(maxlen=20_000) for s in self.instruments}
         self.listeners: list[Listener] = []
         self.max_open_per_instrument = max_open_per_instrument
@@ -396,11 +397,9 @@ class MatchingEngine:
         return inst
 
     def open_orders(self, account_id: str, instrument: str | None = None) -> list[SimOrder]:
-        return [
-            o
-            for o in self.account_orders.get(account_id, [])
-            if o.is_open and (instrument is None or o.instrument == instrument)
-        ]
+        """Open orders, oldest first, from an index (no scan of the account's whole history)."""
+        live = self.open_index.get(account_id, {}).values()
+        return [o for o in live if instrument is None or o.instrument == instrument]
 
     def last_price(self, symbol: str) -> Decimal | None:
         trades = self.trades[symbol]
@@ -425,7 +424,7 @@ class MatchingEngine:
             raise EngineReject(Reject.BAD_PRICE, f"bad price {order.price}")
         if (order.account_id, order.client_oid) in self.orders_by_client:
             raise EngineReject(Reject.DUPLICATE_CLIENT_ID, f"duplicate client order id {order.client_oid}")
-        if order.order_type == "limit":
+        if order.order_type == "limit" and not self.accounts[order.account_id].is_system:
             open_orders = self.open_orders(order.account_id)
             if len(open_orders) >= self.max_open_per_account or (
                 sum(1 for o in open_orders if o.instrument == inst.symbol) >= self.max_open_per_instrument
@@ -464,6 +463,7 @@ class MatchingEngine:
         self.orders[order.order_id] = order
         self.orders_by_client[(order.account_id, order.client_oid)] = order
         self.account_orders[order.account_id].append(order)
+        self.open_index.setdefault(order.account_id, {})[order.order_id] = order
         self._execute(inst, order)
         return order
 
@@ -585,6 +585,7 @@ class MatchingEngine:
         if in_book:
             self.books[order.instrument].remove(order)
         order.status = status
+        self.open_index.get(order.account_id, {}).pop(order.order_id, None)
         order.reason = reason.value if reason else order.reason
         order.updated_ns = now_ns()
         if order.hold_left:

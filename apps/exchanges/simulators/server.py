@@ -288,7 +288,7 @@ class SimulatorServer(abc.ABC):
             try:
                 self.market.tick()
                 ticks += 1
-                if ticks % 100 == 0:
+                if ticks % 20 == 0:
                     self.market.prune()
             except Exception:  # a bug in the synthetic market must not kill the server
                 log.exception("synthetic market tick failed")

@@ -47,6 +47,7 @@ class StreamSettings:
     connect_delay: float = 1.0  # the venue pro-rates limits to the second the socket opened
     silence_timeout: float = 35.0  # > the 30 s server heartbeat
     open_timeout: float = 10.0
+    close_timeout: float = 2.0
     reconnect_base: float = 0.5
     reconnect_cap: float = 30.0
     max_reconnects: int | None = None  # None = forever
@@ -81,6 +82,8 @@ class CryptocomStream(Generic[E]):
         self._task: asyncio.Task[None] | None = None
         self._ids = iter(range(1, 2**62))
         self._ws: ClientConnection | None = None
+        self._last_rx = 0.0
+        self._silent = False
 
     # ---- public interface -----------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -106,10 +109,12 @@ class CryptocomStream(Generic[E]):
             yield item
 
     async def close(self) -> None:
+        """Stop the connection loop; bounded in time even if the socket will not close politely."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=self.settings.close_timeout + 1)
+            if not done and self._ws is not None:
+                self._ws.transport.abort()
             self._task = None
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_CLOSED)
@@ -131,7 +136,11 @@ class CryptocomStream(Generic[E]):
         while True:
             try:
                 async with connect(
-                    self.url, open_timeout=self.settings.open_timeout, ping_interval=None, max_size=2**22
+                    self.url,
+                    open_timeout=self.settings.open_timeout,
+                    close_timeout=self.settings.close_timeout,
+                    ping_interval=None,
+                    max_size=2**22,
                 ) as ws:
                     self._ws = ws
                     await self._session(ws, attempt)
@@ -165,12 +174,30 @@ class CryptocomStream(Generic[E]):
         await self._subscribe(ws, "subscribe", self.channels)
         self.stats.connects += 1
         self.emit(StreamStatus("connected", attempt))
-        while True:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), self.settings.silence_timeout)
-            except TimeoutError as exc:
+        loop = asyncio.get_running_loop()
+        self._last_rx, self._silent = loop.time(), False
+        watchdog = asyncio.create_task(self._watch_silence(ws))
+        try:
+            async for raw in ws:
+                self._last_rx = loop.time()
+                await self._handle(ws, json.loads(raw))
+        except ConnectionClosed as exc:
+            if self._silent:
                 raise _Reconnect("silent stream") from exc
-            await self._handle(ws, json.loads(raw))
+            raise
+        finally:
+            watchdog.cancel()
+        raise _Reconnect("closed by the venue")
+
+    async def _watch_silence(self, ws: ClientConnection) -> None:
+        """No message (not even a heartbeat) for `silence_timeout`: the socket is dead; drop it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.silence_timeout / 5)
+            if loop.time() - self._last_rx > self.settings.silence_timeout:
+                self._silent = True
+                ws.transport.abort()
+                return
 
     async def _authenticate(self, ws: ClientConnection) -> None:
         """Only the user socket authenticates."""

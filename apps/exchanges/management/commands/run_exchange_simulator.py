@@ -17,11 +17,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("venue", choices=sorted(SIMULATORS))
-        parser.add_argument("--port", type=int, default=None, help="default: the venue's port (cryptocom 8601)")
+        parser.add_argument(
+            "--port", type=int, default=None, help="default: the venue's port (cryptocom 8601)"
+        )
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--tick-interval", type=float, default=1.0, help="seconds between market moves")
         parser.add_argument("--heartbeat-interval", type=float, default=30.0)
+        parser.add_argument("--no-rate-limits", action="store_true", help="do not enforce venue limits")
 
     def handle(self, *args: Any, **options: Any) -> None:
         venue = options["venue"]
@@ -31,6 +34,7 @@ class Command(BaseCommand):
             seed=options["seed"],
             tick_interval=options["tick_interval"],
             heartbeat_interval=options["heartbeat_interval"],
+            rate_limits=not options["no_rate_limits"],
         )
         asyncio.run(self._serve(venue, config))
 
@@ -41,7 +45,9 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
-        self.stdout.write(f"{venue} simulator listening on {server.base_url} (control: {server.base_url}/_sim/state)")
+        self.stdout.write(
+            f"{venue} simulator listening on {server.base_url} (control: {server.base_url}/_sim/state)"
+        )
         self.stdout.flush()
         try:
             await stop.wait()

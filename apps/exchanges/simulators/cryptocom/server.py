@@ -31,6 +31,7 @@ from apps.exchanges.simulators.engine import (
     FillEvent,
     MatchingEngine,
     OrderEvent,
+    PublicTrade,
     Reject,
     SimInstrument,
     SimOrder,
@@ -788,12 +789,20 @@ class CryptocomSimulator(SimulatorServer):
             for channel in sock.channels:
                 if channel.startswith("candlestick.") and channel.endswith("." + trade.instrument):
                     frame = channel.split(".")[1]
-                    data = render.candles(self.engine.trades[inst.symbol], inst, render.TIMEFRAMES_MS[frame])[
-                        -1:
-                    ]
+                    frame_ms = render.TIMEFRAMES_MS[frame]
+                    data = render.candles(self._current_bucket(inst.symbol, frame_ms), inst, frame_ms)
                     self._push(
                         sock, channel, "candlestick", data, instrument_name=inst.symbol, interval=frame
                     )
+
+    def _current_bucket(self, symbol: str, frame_ms: int) -> list[PublicTrade]:
+        """The trades of the newest candle only (scanning from the end, not the whole history)."""
+        trades = self.engine.trades[symbol]
+        if not trades:
+            return []
+        start_ns = trades[-1].time_ns // 1_000_000 // frame_ms * frame_ms * 1_000_000
+        bucket = list(itertools.takewhile(lambda t: t.time_ns >= start_ns, reversed(trades)))
+        return bucket[::-1]
 
     def _to_user(self, account_id: str, base: str, symbol: str, row: Callable[[], dict[str, Any]]) -> None:
         for sock in self.sockets:
