@@ -537,7 +537,9 @@ def _order_refresh(*, order: Order, credentials: Any, actor: Any) -> Order | Non
         # The user stream normally records the fills; this makes sure they are never missing.
         pk = str(order.pk)
         countdown = settings.K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS
-        transaction.on_commit(lambda: order_reconcile_task.apply_async((pk,), countdown=countdown), robust=True)
+        transaction.on_commit(
+            lambda: order_reconcile_task.apply_async((pk,), countdown=countdown), robust=True
+        )
     return applied
 
 

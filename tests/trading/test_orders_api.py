@@ -30,7 +30,8 @@ def test_limit_order_rests_open_at_the_venue(trader: Trader) -> None:
     assert data["filled_quantity"] == "0"
     assert data["client_order_id"] == "my-first-order"
     assert data["exchange_order_id"]
-    assert data["submitted_at"] and data["created_at"]
+    assert data["submitted_at"]
+    assert data["created_at"]
 
     order = Order.objects.get(pk=data["id"])
     venue = trader.venue_state()
@@ -39,7 +40,9 @@ def test_limit_order_rests_open_at_the_venue(trader: Trader) -> None:
     assert venue["client_order_ids"] == [order.venue_client_order_id]
     assert len(order.venue_client_order_id) <= 36
 
-    actions = list(AuditEntry.objects.filter(target_id=str(order.pk)).order_by("id").values_list("action", flat=True))
+    actions = list(
+        AuditEntry.objects.filter(target_id=str(order.pk)).order_by("id").values_list("action", flat=True)
+    )
     assert actions[:3] == ["order.created", "order.submitted", "exchange.call"]
     assert "order.open" in actions
 

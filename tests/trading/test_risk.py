@@ -1,0 +1,207 @@
+"""The risk engine: each check refuses with its own code and details, audited, before anything
+reaches the venue; kill switches flipped in admin apply to the very next order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.trading.models import KillSwitch, Order, RiskLimit
+from k2.audit.models import AuditEntry
+from tests.trading.conftest import Trader
+
+pytestmark = pytest.mark.django_db
+
+
+def refused(trader: Trader, code: str, **body: Any) -> dict[str, Any]:
+    """Place; assert the refusal, its audit entry, and that the venue saw nothing."""
+    venue_orders = trader.venue_state()["orders"]
+    response = trader.place(**body)
+    assert response.status_code in (403, 422, 429, 503), response.content
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    order = Order.objects.get(pk=error["details"]["order_id"])
+    assert (order.status, order.error_code, order.metadata["rejected_by"]) == ("rejected", code, "risk")
+    assert order.submitted_at is None
+    assert (
+        AuditEntry.objects.filter(action="order.risk_rejected", target_id=str(order.pk)).get().details["code"]
+        == code
+    )
+    assert trader.venue_state()["orders"] == venue_orders
+    return error["details"]
+
+
+def limit(trader: Trader, **values: Any) -> RiskLimit:
+    return RiskLimit.objects.create(user=trader.user, instrument_type="crypto", **values)
+
+
+def test_max_order_notional(trader: Trader) -> None:
+    limit(trader, max_order_notional=Decimal("100"))
+    details = refused(trader, "RISK_MAX_NOTIONAL", quantity="0.01")
+    assert details["limit"] == "100"
+    assert Decimal(details["attempted"]) > 100
+    assert trader.place(quantity="0.001").status_code == 201
+
+
+def test_daily_notional(trader: Trader) -> None:
+    price = trader.below_market()
+    limit(trader, max_daily_notional=price * Decimal("0.015"))
+    assert trader.place(quantity="0.01", price=str(price)).status_code == 201
+    details = refused(trader, "RISK_DAILY_NOTIONAL", quantity="0.01", price=str(price))
+    assert Decimal(details["used"]) == price * Decimal("0.01")
+    assert Decimal(details["attempted"]) == price * Decimal("0.02")
+
+
+def test_velocity_per_second_and_per_minute(trader: Trader) -> None:
+    limit(trader, max_orders_per_second=2, max_orders_per_minute=100)
+    assert trader.place().status_code == 201
+    assert trader.place().status_code == 201
+    details = refused(trader, "RISK_VELOCITY")
+    assert (details["window"], details["limit"], details["attempted"]) == ("1s", 2, 3)
+    RiskLimit.objects.filter(user=trader.user).update(max_orders_per_second=100, max_orders_per_minute=2)
+    details = refused(trader, "RISK_VELOCITY")
+    assert details["window"] == "1m"
+
+
+def test_fat_finger_price(trader: Trader) -> None:
+    details = refused(trader, "RISK_FAT_FINGER_PRICE", side="buy", price=str(trader.below_market("1.5")))
+    assert details["limit_percent"] == "10"
+    assert Decimal(details["attempted_percent"]) > 40
+    refused(trader, "RISK_FAT_FINGER_PRICE", side="sell", price=str(trader.below_market("0.5")))
+    limit(trader, fat_finger_percent=Decimal("60"))
+    assert trader.place(side="sell", price=str(trader.below_market("1.5"))).status_code == 201
+
+
+def test_fat_finger_quantity(trader: Trader) -> None:
+    for _ in range(5):
+        assert trader.place(quantity="0.001").status_code == 201
+    details = refused(trader, "RISK_FAT_FINGER_QUANTITY", quantity="0.05")
+    assert (details["median"], details["limit"], details["attempted"]) == ("0.001", "0.02", "0.05")
+    assert trader.place(quantity="0.02").status_code == 201
+
+
+def test_max_position(trader: Trader) -> None:
+    # The simulator account holds 10 BTC: ~600k USD of position already.
+    limit(trader, max_position_notional=Decimal("100000"))
+    details = refused(trader, "RISK_MAX_POSITION", side="buy", quantity="0.01")
+    assert details["position"] == "10"
+    assert (
+        trader.place(side="sell", quantity="0.01", price=str(trader.below_market("1.05"))).status_code == 201
+    )
+
+
+def test_insufficient_balance_from_the_venue(make_trader: Any) -> None:
+    trader = make_trader({"USD": "100", "BTC": "0.001"})
+    details = refused(trader, "INSUFFICIENT_BALANCE", side="buy", quantity="0.01")
+    assert (details["currency"], details["available"]) == ("USD", "100")
+    details = refused(
+        trader, "INSUFFICIENT_BALANCE", side="sell", quantity="0.01", price=str(trader.below_market("1.05"))
+    )
+    assert (details["currency"], details["required"], details["available"]) == ("BTC", "0.01", "0.001")
+
+
+def test_limits_resolve_most_specific_first(trader: Trader, settings: Any) -> None:
+    from apps.trading.risk import limits_for
+
+    RiskLimit.objects.create(
+        user=None, instrument_type="", max_order_notional=Decimal("5"), max_orders_per_second=3
+    )
+    RiskLimit.objects.create(user=None, instrument_type="crypto", max_order_notional=Decimal("6"))
+    RiskLimit.objects.create(user=trader.user, instrument_type="", max_order_notional=Decimal("7"))
+    got = limits_for(user_id=trader.user.pk, instrument_type="crypto")
+    assert (got.max_order_notional, got.max_orders_per_second) == (Decimal("7"), 3)
+    assert got.max_daily_notional == Decimal(settings.K2_RISK_DEFAULTS["crypto"]["max_daily_notional"])
+    other = limits_for(user_id=None, instrument_type="crypto")
+    assert other.max_order_notional == Decimal("6")
+
+
+def test_price_unavailable_policy(trader: Trader) -> None:
+    """No reference price: market orders and crossing-capable limits are refused; post-only
+    limit orders (they cannot cross) skip the price check."""
+    from apps.marketdata.models import Instrument
+    from apps.trading import risk
+    from apps.trading.exceptions import RiskRejection
+    from apps.trading.services import OrderInput, _order_create
+
+    instrument = Instrument.objects.get(symbol="BTC-USD")
+    balances, _ = risk.account_snapshot(
+        link_id="t", venue="cryptocom", credentials=_credentials(trader), want_positions=False
+    )
+    inputs = risk.RiskInputs(reference_price=None, balances=balances)
+
+    def check(key: str, **kw: Any) -> Decimal:
+        data = OrderInput(
+            instrument="BTC-USD", side="buy", quantity=Decimal("0.01"), client_order_id=key, **kw
+        )
+        order, _ = _order_create(
+            user=trader.user, data=data, instrument=instrument, fingerprint=key, actor=None
+        )
+        return risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now())
+
+    with pytest.raises(RiskRejection) as market:
+        check("m", order_type="market")
+    assert market.value.code == "PRICE_UNAVAILABLE"
+    with pytest.raises(RiskRejection) as plain:
+        check("l", order_type="limit", price=Decimal("100"))
+    assert plain.value.code == "PRICE_UNAVAILABLE"
+    assert check("p", order_type="limit", price=Decimal("100"), post_only=True) == Decimal("1")
+
+
+def _credentials(trader: Trader) -> Any:
+    from apps.exchanges.adapters.base import Credentials
+
+    return Credentials(trader.account["api_key"], trader.account["api_secret"])
+
+
+# ---- kill switches ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(client: Any) -> Any:
+    admin = User.objects.create_superuser("ops@example.com", "correct horse battery staple")
+    client.force_login(admin)
+    return client
+
+
+def test_global_kill_switch_flipped_in_admin_stops_the_next_order(trader: Trader, admin_client: Any) -> None:
+    assert trader.place().status_code == 201
+    response = admin_client.post(
+        "/admin/trading/killswitch/add/",
+        {"scope": "global", "venue": "", "user": "", "mode": "halt", "active": "on", "reason": "incident 42"},
+    )
+    assert response.status_code == 302, response.content
+    calls = AuditEntry.objects.filter(action="exchange.call").count()
+    details = refused(trader, "TRADING_HALTED")
+    assert details == {**details, "scope": "global", "reason": "incident 42"}
+    assert AuditEntry.objects.filter(action="exchange.call").count() == calls  # not even a price read
+    assert AuditEntry.objects.filter(action="trading.killswitch_saved").exists()
+
+    switch = KillSwitch.objects.get()
+    response = admin_client.post(
+        "/admin/trading/killswitch/", {"action": "deactivate", "_selected_action": [str(switch.pk)]}
+    )
+    assert response.status_code == 302
+    assert trader.place().status_code == 201
+
+
+def test_venue_and_user_switches(trader: Trader, make_trader: Any) -> None:
+    other = make_trader()
+    KillSwitch.objects.create(scope="user", user=trader.user, mode="halt", reason="abuse review")
+    refused(trader, "TRADING_HALTED")
+    assert other.place().status_code == 201
+    KillSwitch.objects.create(scope="venue", venue="cryptocom", mode="halt", reason="venue incident")
+    refused(other, "TRADING_HALTED")
+
+
+def test_reduce_only_lets_only_position_reducing_orders_through(trader: Trader) -> None:
+    KillSwitch.objects.create(scope="venue", venue="cryptocom", mode="reduce_only", reason="wind down")
+    details = refused(trader, "REDUCE_ONLY", side="buy")
+    assert details["side"] == "buy"
+    sell_price = str(trader.below_market("1.05"))
+    details = refused(trader, "REDUCE_ONLY", side="sell", quantity="20", price=sell_price)
+    assert details["position"] == "10"
+    assert trader.place(side="sell", quantity="0.01", price=sell_price).status_code == 201

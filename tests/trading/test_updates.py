@@ -1,0 +1,152 @@
+"""Live tracking: the user-stream follower records fills and order changes, and every change
+reaches the user's `/ws/prices` socket as an `order_update` after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from apps.trading.models import Order, OrderExecution
+from tests.trading.conftest import StreamRunner, Trader, eventually, order_of
+
+
+@pytest.fixture
+def pubsub(settings: Any) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Everything published to users' sockets (the push transport the web processes fan out)."""
+    import redis
+
+    from apps.marketdata import cache
+
+    client = redis.Redis.from_url(settings.K2_MARKETDATA_REDIS_URL)
+    sub = client.pubsub()
+    sub.subscribe(cache.USER_CHANNEL)
+    seen: list[dict[str, Any]] = []
+
+    def drain() -> list[dict[str, Any]]:
+        while (message := sub.get_message(timeout=0.05)) is not None:
+            if message["type"] == "message":
+                seen.append(json.loads(message["data"]))
+        return seen
+
+    yield drain
+    sub.close()
+    client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_user_stream_records_fills_and_pushes_order_updates(
+    trader: Trader, user_streams: Callable[[], StreamRunner], pubsub: Callable[[], list[dict[str, Any]]]
+) -> None:
+    runner = user_streams()
+    eventually(lambda: runner.supervisor.connects >= 1)
+    resting = order_of(trader.place(quantity="0.01"))
+    response = trader.place(order_type="market", quantity="0.02", price=None)
+    order = order_of(response)
+    # The stream alone records the fills (no reconciliation runs here).
+    eventually(lambda: sum(e.quantity for e in OrderExecution.objects.filter(order=order)) == Decimal("0.02"))
+    order.refresh_from_db()
+    assert order.status == "filled"
+    assert order.fees == sum(e.fee for e in order.executions.all())
+    assert trader.client.get("/v1/trades").json()["data"][0]["order_id"] == str(order.pk)
+
+    # A cancel made at the venue directly (not through K2) arrives through the stream too.
+    from apps.exchanges.adapters.base import Credentials
+    from apps.trading.venue import venue_call
+
+    creds = Credentials(trader.account["api_key"], trader.account["api_secret"])
+
+    async def cancel(adapter: Any) -> None:
+        await adapter.cancel_order(client_order_id=resting.venue_client_order_id)
+
+    venue_call("cryptocom", cancel, credentials=creds, timeout=5)
+    eventually(lambda: Order.objects.get(pk=resting.pk).status == "cancelled")
+
+    def updates_for(o: Order) -> list[dict[str, Any]]:
+        return [
+            m["message"]
+            for m in pubsub()
+            if m["channel"] == "orders" and m["message"]["order_id"] == str(o.pk)
+        ]
+
+    eventually(lambda: updates_for(order) and updates_for(order)[-1]["status"] == "filled")
+    statuses = [m["status"] for m in updates_for(order)]
+    assert statuses[:3] == ["pending", "submitted", "open"]
+    assert statuses[-1] == "filled"
+    last = updates_for(order)[-1]
+    assert last["type"] == "order_update"
+    assert last["filled_quantity"] == "0.02"
+    assert Decimal(last["avg_price"]) > 0
+    assert all(m["user_id"] == str(trader.user.pk) for m in pubsub())
+    eventually(lambda: updates_for(resting)[-1]["status"] == "cancelled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_order_update_arrives_on_the_websocket(trader: Trader, settings: Any) -> None:
+    """End to end: a real ASGI server, a socket authenticated with a real JWT, an order placed
+    over HTTP; the socket receives the order's updates (channel `orders`)."""
+    import httpx
+    import uvicorn
+    from websockets.sync.client import connect
+
+    from apps.accounts.services import ClientInfo, auth_login
+
+    settings.K2_WS_ALLOW_NO_ORIGIN = True
+    trader.user.set_password("correct horse battery staple 2")
+    trader.user.save()
+    login = auth_login(
+        email=trader.user.email, password="correct horse battery staple 2", client=ClientInfo(ip="127.0.0.1")
+    )
+    assert login.tokens is not None
+    token = login.tokens.access_token
+
+    config = uvicorn.Config(
+        "k2.asgi:application", host="127.0.0.1", port=0, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    loop = asyncio.new_event_loop()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.serve())
+        from apps.marketdata.ws.hub import reset_hub
+
+        loop.run_until_complete(reset_hub())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    eventually(lambda: server.started)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with connect(
+            f"ws://127.0.0.1:{port}/ws/prices", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            ws.recv(timeout=5)  # authenticated
+            # A client subscribes to prices as well (this also starts the web process's fan-out).
+            ws.send(json.dumps({"type": "subscribe", "channel": "prices", "instruments": ["BTC-USD"]}))
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                body = {"instrument": "BTC-USD", "side": "buy", "order_type": "market", "quantity": "0.01"}
+                response = http.post("/v1/orders", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 201, response.text
+            order_id = response.json()["data"]["id"]
+            seen: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while not any(m.get("status") == "filled" for m in seen):
+                assert time.monotonic() < deadline, seen
+                message = json.loads(ws.recv(timeout=5))
+                if message.get("type") == "order_update":
+                    seen.append(message)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert {m["order_id"] for m in seen} == {order_id}
+    assert all(m["channel"] == "orders" for m in seen)
+    filled = next(m for m in seen if m["status"] == "filled")
+    assert filled["filled_quantity"] == "0.01"
+    assert Decimal(filled["avg_price"]) > 0
