@@ -319,6 +319,38 @@ CELERY_BEAT_SCHEDULE["exchange-links-check"] = {
     "options": {"expires": 60 * K2_EXCHANGE_LINK_CHECK_INTERVAL_MINUTES},
 }
 
+# --- Market data (apps.marketdata) -----------------------------------------------------------
+# Latest prices, feed leases and the price fan-out live in Redis (pub/sub is server-wide).
+K2_MARKETDATA_REDIS_URL = env.str("K2_MARKETDATA_REDIS_URL", default=_redis_db(REDIS_URL, 3))
+K2_MARKETDATA_LEASE_SECONDS = env.float("K2_MARKETDATA_LEASE_SECONDS", default=10.0)
+K2_MARKETDATA_BOOK_DEPTH = env.int("K2_MARKETDATA_BOOK_DEPTH", default=10)
+K2_MARKETDATA_FEED_MAX_INSTRUMENTS = env.int("K2_MARKETDATA_FEED_MAX_INSTRUMENTS", default=500)
+K2_MARKETDATA_BACKFILL_CANDLES = env.int("K2_MARKETDATA_BACKFILL_CANDLES", default=120)
+K2_MARKETDATA_VENUE_TIMEOUT_SECONDS = env.float("K2_MARKETDATA_VENUE_TIMEOUT_SECONDS", default=15.0)
+K2_MARKETDATA_TRADE_RETENTION_HOURS = env.int("K2_MARKETDATA_TRADE_RETENTION_HOURS", default=48)
+K2_MARKETDATA_MAX_CANDLES = env.int("K2_MARKETDATA_MAX_CANDLES", default=1000)
+K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES = env.int("K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES", default=60)
+K2_WS_ALLOWED_ORIGINS = env.list("K2_WS_ALLOWED_ORIGINS", default=[K2_PUBLIC_URL])
+K2_WS_ALLOW_NO_ORIGIN = env.bool("K2_WS_ALLOW_NO_ORIGIN", default=True)
+K2_WS_AUTH_TIMEOUT_SECONDS = env.float("K2_WS_AUTH_TIMEOUT_SECONDS", default=10.0)
+K2_WS_MAX_SUBSCRIPTIONS = env.int("K2_WS_MAX_SUBSCRIPTIONS", default=100)
+K2_WS_MAX_UPDATES_PER_SECOND = env.float("K2_WS_MAX_UPDATES_PER_SECOND", default=4.0)
+K2_WS_HEARTBEAT_SECONDS = env.float("K2_WS_HEARTBEAT_SECONDS", default=15.0)
+K2_WS_SEND_TIMEOUT_SECONDS = env.float("K2_WS_SEND_TIMEOUT_SECONDS", default=10.0)
+K2_WS_MAX_QUEUED_MESSAGES = env.int("K2_WS_MAX_QUEUED_MESSAGES", default=256)
+K2_WATCHLIST_MAX_LISTS = env.int("K2_WATCHLIST_MAX_LISTS", default=20)
+K2_WATCHLIST_MAX_ITEMS = env.int("K2_WATCHLIST_MAX_ITEMS", default=100)
+CELERY_BEAT_SCHEDULE["marketdata-instruments-sync"] = {
+    "task": "apps.marketdata.tasks.instruments_sync_task",
+    "schedule": timedelta(minutes=K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES),
+    "options": {"expires": 60 * K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES},
+}
+CELERY_BEAT_SCHEDULE["marketdata-trades-prune"] = {
+    "task": "apps.marketdata.tasks.market_trades_prune_task",
+    "schedule": timedelta(hours=1),
+    "options": {"expires": 3600},
+}
+
 # --- Trading (apps.trading) --------------------------------------------------------------------
 # Timeouts bound every venue call an order request makes; reconciliation settles what they leave open.
 K2_TRADING_SUBMIT_TIMEOUT_SECONDS = env.float("K2_TRADING_SUBMIT_TIMEOUT_SECONDS", default=10.0)

@@ -12,6 +12,7 @@ v1_patterns: list = [
     path("", include("apps.exchanges.api.urls")),
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.trading.api.urls")),
+    path("", include("apps.marketdata.api.urls")),
 ]
 
 urlpatterns = [
