@@ -40,11 +40,13 @@ class RequestIdMiddleware:
                 user_agent=request.headers.get("User-Agent", "")[:512],
             )
         )
+        # Cleared and bound at the start (not unbound at the end): Django logs a 5xx after the
+        # middleware chain returns, and that line must still carry the request id.
+        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(trace_id=request_id)
         try:
             response = self.get_response(request)
         finally:
-            structlog.contextvars.unbind_contextvars("trace_id", "user_id")
             context.current.reset(token)
         response[HEADER] = request_id
         return response
