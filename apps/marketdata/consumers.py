@@ -124,6 +124,7 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
         self.session = session
         session.start()
         hub.add(session)
+        await hub.ensure_started()  # user messages and the housekeeping sweep need it too
         if user_id is not None:
             self._authenticated(user_id, expires, None)
         else:
@@ -201,7 +202,9 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
             log.info("ws_auth_refused", code=exc.code, via="message")
             self._error(exc.code, exc.message, request_id)
             if self.session.user_id is None:
-                get_hub().close_session(self.session, CLOSE_UNAUTHENTICATED, "authentication failed")
+                get_hub().close_session(
+                    self.session, CLOSE_UNAUTHENTICATED, "authentication failed", flush=True
+                )
             return
         if self.session.user_id is not None and self.session.user_id != user_id:
             self._error("AUTH_USER_MISMATCH", "This socket belongs to another user.", request_id)

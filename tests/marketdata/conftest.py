@@ -261,7 +261,7 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(transactional_db: Any, md_settings: Any) -> Iterator[LiveServer]:
+def asgi_server(transactional_db: Any, md_settings: Any) -> Iterator[LiveServer]:
     server = LiveServer().start()
     yield server
     server.stop()

@@ -260,9 +260,14 @@ class Hub:
                 self.venue_live[venue] = state.live
 
     # ---- housekeeping ---------------------------------------------------------------------
-    def close_session(self, session: ClientSession, code: int, reason: str) -> None:
+    def close_session(self, session: ClientSession, code: int, reason: str, *, flush: bool = False) -> None:
+        """Stop delivering to `session` and close it: at once (a slow consumer: nothing more can
+        be sent), or after the messages already queued (`flush`: e.g. the error saying why)."""
         self.remove(session)
-        session.kill(code, reason)
+        if flush:
+            session.close_after_flush(code, reason)
+        else:
+            session.kill(code, reason)
 
     async def _sweep_forever(self) -> None:
         next_heartbeat = time.monotonic() + settings.K2_WS_HEARTBEAT_SECONDS
@@ -300,7 +305,7 @@ class Hub:
                 session.enqueue(
                     SYSTEM, {"type": "error", "code": "AUTH_TIMEOUT", "message": "Authenticate first."}
                 )
-                self.loop.call_later(0.2, self.close_session, session, CLOSE_UNAUTHENTICATED, "auth timeout")
+                self.close_session(session, CLOSE_UNAUTHENTICATED, "authentication timeout", flush=True)
                 session.auth_deadline = None
             elif session.token_expires_at is not None and wall > session.token_expires_at:
                 session.enqueue(
@@ -312,7 +317,7 @@ class Hub:
                     },
                 )
                 session.token_expires_at = None
-                self.loop.call_later(0.2, self.close_session, session, CLOSE_UNAUTHENTICATED, "token expired")
+                self.close_session(session, CLOSE_UNAUTHENTICATED, "token expired", flush=True)
 
 
 _hubs: dict[int, Hub] = {}

@@ -69,6 +69,7 @@ class ClientSession:
         self.sent = 0
         self.sending_since: float | None = None
         self.closed = False
+        self.closing: tuple[int, str] | None = None
         self.close_code: int | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -89,6 +90,13 @@ class ClientSession:
                 await self._writer
         self.pending.clear()
         self.queue.clear()
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once the queued messages (e.g. the error saying why) are sent."""
+        if self.closed or self.closing is not None:
+            return
+        self.closing = (code, reason)
+        self._wake.set()
 
     def kill(self, code: int, reason: str) -> None:
         """Close the socket from the server side (slow consumer, auth): buffers are freed now;
@@ -185,6 +193,13 @@ class ClientSession:
             while self.queue:
                 channel, frag = self.queue.popleft()
                 await self._emit(channel, frag)
+            if self.closing is not None:
+                code, reason = self.closing
+                self.closed = True
+                self.close_code = code
+                self.pending.clear()
+                await self._close_quietly(code, reason)
+                return
             if not self.pending:
                 return
             now = self.loop.time()
