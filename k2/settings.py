@@ -398,6 +398,14 @@ CELERY_BEAT_SCHEDULE["trading-orders-reconcile"] = {
     "options": {"expires": K2_TRADING_RECONCILE_INTERVAL_SECONDS},
 }
 
+# --- Portfolio (apps.portfolio) ---------------------------------------------------------------
+# Read-only: balances and positions come from the venues, cached briefly in Redis, never stored.
+K2_PORTFOLIO_VENUE_TIMEOUT_SECONDS = env.float("K2_PORTFOLIO_VENUE_TIMEOUT_SECONDS", default=3.0)
+K2_PORTFOLIO_CACHE_SECONDS = env.float("K2_PORTFOLIO_CACHE_SECONDS", default=5.0)
+K2_PORTFOLIO_STALE_SECONDS = env.float("K2_PORTFOLIO_STALE_SECONDS", default=300.0)
+K2_PORTFOLIO_USD_PAR_CURRENCIES = env.list("K2_PORTFOLIO_USD_PAR_CURRENCIES", default=["USD", "USDT", "USDC"])
+K2_PORTFOLIO_PNL_METHOD = env.str("K2_PORTFOLIO_PNL_METHOD", default="average")
+
 # --- Demo data --------------------------------------------------------------------------------
 K2_DEMO_PASSWORD = env.str("K2_DEMO_PASSWORD", default="k2-demo-Passw0rd!")
 

@@ -13,6 +13,7 @@ v1_patterns: list = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.trading.api.urls")),
     path("", include("apps.marketdata.api.urls")),
+    path("", include("apps.portfolio.api.urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,32 @@
+"""Cache invalidation on trading changes (STYLE 2: signals only for decoupled side effects).
+
+Every saved `OrderExecution` (a fill) and every saved `Order` (a status or fill update) drops
+the owner's cached portfolio once the transaction commits, so no reader can cache the state
+from before the change. Trading does not need to know the portfolio exists; code that changes
+holdings outside these models calls `apps.portfolio.services.portfolio_invalidate` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from apps.portfolio.services import portfolio_invalidate
+from apps.trading.models import Order, OrderExecution
+
+
+def _invalidate_on_commit(user_id: Any) -> None:
+    transaction.on_commit(lambda: portfolio_invalidate(user_id=user_id), robust=True)
+
+
+@receiver(post_save, sender=OrderExecution, dispatch_uid="portfolio_invalidate_on_execution")
+def execution_saved(sender: type[OrderExecution], instance: OrderExecution, **kwargs: Any) -> None:
+    _invalidate_on_commit(instance.user_id)
+
+
+@receiver(post_save, sender=Order, dispatch_uid="portfolio_invalidate_on_order")
+def order_saved(sender: type[Order], instance: Order, **kwargs: Any) -> None:
+    _invalidate_on_commit(instance.user_id)
