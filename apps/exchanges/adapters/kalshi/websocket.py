@@ -1,0 +1,437 @@
+"""Kalshi WebSocket streams (spec section 5): one signed connection per stream.
+
+The upgrade request carries the signed headers (`GET /trade-api/ws/v2`). A stream subscribes its
+channels (`subscribe` commands, one per channel), answers the server's pings (the `websockets`
+library pongs) and pings the server itself so a silent connection is detected and dropped,
+reconnects with exponential backoff and jitter after any drop (new signature, re-subscription,
+fresh snapshots), and checks `orderbook_delta` sequence numbers per subscription: on a gap it
+asks for fresh snapshots with `update_subscription` / `get_snapshot` (falling back to
+unsubscribe + subscribe) and ignores that book's deltas until the snapshot arrives.
+
+Kalshi deltas are size *changes*; the stream keeps each book and emits K2 `BookUpdate`s with
+absolute sizes, in YES terms (bids = YES bids, asks = NO bids at 1 - price).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from apps.exchanges.adapters import errors as ex
+from apps.exchanges.adapters.base import (
+    BookLevel,
+    BookUpdate,
+    Credentials,
+    MarketChannel,
+    MarketEvent,
+    MarketSubscription,
+    Position,
+    StreamStatus,
+    UserEvent,
+)
+from apps.exchanges.adapters.kalshi import signing, translate
+from apps.exchanges.adapters.kalshi.types import MarketLifecycle
+
+E = TypeVar("E")
+_CLOSED = object()
+ONE = Decimal(1)
+KalshiMarketEvent = MarketEvent | MarketLifecycle
+KalshiUserEvent = UserEvent | Position
+
+CHANNELS = {
+    MarketChannel.TICKER: "ticker",
+    MarketChannel.TRADES: "trade",
+    MarketChannel.BOOK: "orderbook_delta",
+}
+USER_CHANNELS = ("fill", "user_orders", "market_positions")
+LIFECYCLE_CHANNEL = "market_lifecycle_v2"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Connection behaviour; production defaults, tests shrink every interval."""
+
+    open_timeout: float = 10.0
+    close_timeout: float = 2.0
+    ping_interval: float = 10.0  # our pings: a server that stops answering is dead
+    ping_timeout: float = 10.0
+    silence_timeout: float | None = None  # optional: reconnect after this long without any message
+    reconnect_base: float = 0.5
+    reconnect_cap: float = 30.0
+    max_reconnects: int | None = None  # None = forever
+    queue_size: int = 10_000
+
+
+@dataclass
+class StreamStats:
+    connects: int = 0
+    reconnects: int = 0
+    resyncs: int = 0
+    messages: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Reconnect(Exception):
+    """Leave the session and reconnect."""
+
+
+@dataclass
+class _Book:
+    yes: dict[Decimal, Decimal] = field(default_factory=dict)
+    no: dict[Decimal, Decimal] = field(default_factory=dict)
+
+
+class KalshiStream(Generic[E]):
+    """One auto-reconnecting, signed socket subscribed to `channels` ({channel: tickers or None})."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        credentials: Credentials,
+        channels: dict[str, list[str] | None],
+        settings: StreamSettings,
+    ) -> None:
+        self.url = url
+        self.credentials = credentials
+        self.channels = channels
+        self.settings = settings
+        self.stats = StreamStats()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, str] = {}  # command id -> channel awaiting "subscribed"
+        self._snapshot_cmds: dict[int, int] = {}  # get_snapshot command id -> sid
+        self.sids: dict[int, str] = {}  # sid -> channel
+        self._seq: dict[int, int] = {}
+        self._awaiting: dict[int, set[str]] = {}
+        self._books: dict[str, _Book] = {}
+        self._attempt = 0
+        self._announced = False
+
+    # ---- public interface -----------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[E]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[E]:
+        self._start()
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_CLOSED)
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def emit(self, item: Any) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:  # a consumer this slow must resync from scratch anyway
+            self._queue.get_nowait()
+            self._queue.put_nowait(item)
+
+    # ---- connection loop ------------------------------------------------------------------
+    def _handshake_headers(self) -> dict[str, str]:
+        path = urlsplit(self.url).path or "/trade-api/ws/v2"
+        return signing.auth_headers(self.credentials.api_key, self.credentials.api_secret, "GET", path)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers=self._handshake_headers(),
+                    open_timeout=self.settings.open_timeout,
+                    close_timeout=self.settings.close_timeout,
+                    ping_interval=self.settings.ping_interval,
+                    ping_timeout=self.settings.ping_timeout,
+                    max_size=2**22,
+                ) as ws:
+                    self._attempt = attempt
+                    await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    self.emit(
+                        ex.AuthFailed(
+                            f"WebSocket upgrade refused: HTTP {status}", venue="kalshi", http_status=status
+                        )
+                    )
+                    return
+                self.emit(StreamStatus("disconnected", attempt, f"HTTP {status}"))
+            except ex.FatalError as exc:
+                self.emit(exc)
+                return
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, _Reconnect) as exc:
+                self.emit(StreamStatus("disconnected", attempt, f"{type(exc).__name__}: {exc}"[:200]))
+            attempt += 1
+            self.stats.reconnects += 1
+            if self.settings.max_reconnects is not None and attempt > self.settings.max_reconnects:
+                self.emit(ex.ExchangeUnavailable("stream gave up reconnecting", venue="kalshi"))
+                return
+            await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.settings.reconnect_cap, self.settings.reconnect_base * 2 ** min(attempt, 16))
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter
+
+    async def _session(self, ws: ClientConnection) -> None:
+        self._pending.clear()
+        self._snapshot_cmds.clear()
+        self.sids.clear()
+        self._seq.clear()
+        self._awaiting.clear()
+        self._books.clear()
+        self._announced = False
+        for channel, tickers in self.channels.items():
+            await self._subscribe(ws, channel, tickers)
+        while True:
+            try:
+                if self.settings.silence_timeout:
+                    raw = await asyncio.wait_for(ws.recv(), self.settings.silence_timeout)
+                else:
+                    raw = await ws.recv()
+            except TimeoutError as exc:
+                raise _Reconnect("silent stream") from exc
+            msg = json.loads(raw)
+            if isinstance(msg, dict):
+                self.stats.messages += 1
+                await self._handle(ws, msg)
+
+    async def send(self, ws: ClientConnection, cmd: str, params: dict[str, Any] | None = None) -> int:
+        cmd_id = next(self._ids)
+        payload: dict[str, Any] = {"id": cmd_id, "cmd": cmd}
+        if params is not None:
+            payload["params"] = params
+        await ws.send(json.dumps(payload, separators=(",", ":")))
+        return cmd_id
+
+    async def _subscribe(self, ws: ClientConnection, channel: str, tickers: list[str] | None) -> None:
+        params: dict[str, Any] = {"channels": [channel]}
+        if tickers:
+            params["market_tickers"] = list(tickers)
+        self._pending[await self.send(ws, "subscribe", params)] = channel
+
+    def _connected_if_ready(self) -> None:
+        if not self._pending and not self._announced:
+            self._announced = True
+            self.stats.connects += 1
+            self.emit(StreamStatus("connected", self._attempt))
+
+    async def _handle(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        body = msg.get("msg") if isinstance(msg.get("msg"), dict) else {}
+        assert isinstance(body, dict)
+        if kind == "subscribed":
+            channel = self._pending.pop(int(msg.get("id") or 0), None) or str(body.get("channel", ""))
+            sid = int(body.get("sid") or msg.get("sid") or 0)
+            self.sids[sid] = channel
+            self._connected_if_ready()
+        elif kind == "error":
+            await self._on_error(ws, msg, body)
+        elif kind == "orderbook_snapshot":
+            self._on_snapshot(msg, body)
+        elif kind == "orderbook_delta":
+            await self._on_delta(ws, msg, body)
+        elif kind in ("ok", "unsubscribed", "list_subscriptions"):
+            return
+        else:
+            self.on_data(str(kind), body)
+
+    async def _on_error(self, ws: ClientConnection, msg: dict[str, Any], body: dict[str, Any]) -> None:
+        code = int(body.get("code") or 0)
+        text = f"{code} {body.get('msg', '')}"
+        self.stats.errors.append(text)
+        cmd_id = int(msg.get("id") or 0)
+        if code == 9:
+            raise ex.AuthFailed(f"WebSocket: {text}", venue="kalshi")
+        if cmd_id in self._snapshot_cmds:  # get_snapshot unsupported: resubscribe instead
+            sid = self._snapshot_cmds.pop(cmd_id)
+            channel = self.sids.pop(sid, "orderbook_delta")
+            await self.send(ws, "unsubscribe", {"sids": [sid]})
+            await self._subscribe(ws, channel, self.channels.get(channel))
+            return
+        if cmd_id in self._pending:
+            channel = self._pending.pop(cmd_id)
+            if code == 6:  # already subscribed: harmless
+                self._connected_if_ready()
+                return
+            raise ex.BadRequest(f"cannot subscribe to {channel}: {text}", venue="kalshi")
+        if code in (10, 17, 25):  # terminal subscription errors: start over
+            raise _Reconnect(text)
+
+    # ---- books ----------------------------------------------------------------------------
+    def _on_snapshot(self, msg: dict[str, Any], body: dict[str, Any]) -> None:
+        sid, seq = int(msg.get("sid") or 0), msg.get("seq")
+        name = str(body.get("market_ticker", ""))
+        yes, no = translate.orderbook_sides(body)
+        self._books[name] = _Book(yes=dict(yes), no=dict(no))
+        if seq is not None:
+            self._seq[sid] = int(seq)
+        self._awaiting.get(sid, set()).discard(name)
+        self.emit(self._update(name, yes, no, snapshot=True, sequence=self._seq.get(sid)))
+
+    async def _on_delta(self, ws: ClientConnection, msg: dict[str, Any], body: dict[str, Any]) -> None:
+        sid, seq = int(msg.get("sid") or 0), int(msg.get("seq") or 0)
+        name = str(body.get("market_ticker", ""))
+        last = self._seq.get(sid)
+        if last is None:
+            return  # no snapshot on this subscription yet
+        self._seq[sid] = seq
+        if seq != last + 1:
+            await self._resync(ws, sid, f"{self.sids.get(sid, sid)}: seq {seq} after {last}")
+            return
+        if name in self._awaiting.get(sid, set()) or name not in self._books:
+            return
+        price = translate.dec(body.get("price_dollars"))
+        if price is None:
+            price = translate.dec0(body.get("price")) / 100
+        change = translate.dec(body.get("delta_fp"))
+        if change is None:
+            change = translate.dec0(body.get("delta"))
+        side = str(body.get("side", "")).lower()
+        levels = self._books[name].yes if side == "yes" else self._books[name].no
+        size = levels.get(price, Decimal(0)) + change
+        if size <= Decimal("0.000001"):
+            levels.pop(price, None)
+            size = Decimal(0)
+        else:
+            levels[price] = size
+        level = (BookLevel(price, size),) if side == "yes" else (BookLevel(ONE - price, size),)
+        bids, asks = (level, ()) if side == "yes" else ((), level)
+        self.emit(
+            BookUpdate(
+                instrument=name,
+                is_snapshot=False,
+                bids=bids,
+                asks=asks,
+                time=translate.row_time(body, "ts_ms", "ts") or translate.now(),
+                sequence=seq,
+            )
+        )
+
+    async def _resync(self, ws: ClientConnection, sid: int, detail: str) -> None:
+        self.stats.resyncs += 1
+        self.emit(StreamStatus("resync", self.stats.resyncs, detail))
+        tickers = self.channels.get(self.sids.get(sid, "orderbook_delta")) or sorted(self._books)
+        self._awaiting[sid] = set(tickers)
+        cmd_id = await self.send(
+            ws, "update_subscription", {"sid": sid, "market_tickers": tickers, "action": "get_snapshot"}
+        )
+        self._snapshot_cmds[cmd_id] = sid
+
+    @staticmethod
+    def _update(
+        name: str,
+        yes: dict[Decimal, Decimal],
+        no: dict[Decimal, Decimal],
+        *,
+        snapshot: bool,
+        sequence: int | None,
+    ) -> BookUpdate:
+        book = translate.yes_book(name, yes, no, sequence=sequence)
+        return BookUpdate(name, snapshot, book.bids, book.asks, book.time, sequence)
+
+    def on_data(self, kind: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class KalshiMarketStream(KalshiStream[KalshiMarketEvent]):
+    """Tickers, trades, books (snapshot + seq-checked deltas) and, optionally, market lifecycle."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        credentials: Credentials,
+        subscriptions: Sequence[MarketSubscription],
+        settings: StreamSettings,
+        lifecycle: bool = False,
+    ) -> None:
+        channels: dict[str, list[str] | None] = {}
+        for sub in subscriptions:
+            channel = CHANNELS.get(sub.channel)
+            if channel is None:
+                raise ex.BadRequest(f"Kalshi has no {sub.channel} stream", venue="kalshi")
+            tickers = channels.setdefault(channel, [])
+            assert tickers is not None
+            if sub.instrument not in tickers:
+                tickers.append(sub.instrument)
+        if lifecycle:
+            channels[LIFECYCLE_CHANNEL] = None
+        super().__init__(url=url, credentials=credentials, channels=channels, settings=settings)
+
+    def on_data(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "ticker":
+            self.emit(translate.ws_ticker(body))
+        elif kind == "trade":
+            self.emit(translate.trade(body))
+        elif kind == "market_lifecycle_v2":
+            self.emit(translate.lifecycle(body))
+
+
+class KalshiUserStream(KalshiStream[KalshiUserEvent]):
+    """Fills, order updates and position changes of one account."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        credentials: Credentials,
+        instruments: Sequence[str] | None,
+        settings: StreamSettings,
+        positions: bool = True,
+    ) -> None:
+        tickers = list(instruments) if instruments else None
+        channels = [c for c in USER_CHANNELS if positions or c != "market_positions"]
+        super().__init__(
+            url=url,
+            credentials=credentials,
+            channels=dict.fromkeys(channels, tickers),
+            settings=settings,
+        )
+
+    def on_data(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "fill":
+            self.emit(translate.fill(body))
+        elif kind == "user_order":
+            self.emit(translate.order(body))
+        elif kind == "market_position":
+            self.emit(translate.ws_position(body))
