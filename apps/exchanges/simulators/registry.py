@@ -13,5 +13,11 @@ def _cryptocom(config: SimConfig) -> SimulatorServer:
     return CryptocomSimulator(config)
 
 
-SIMULATORS: dict[str, Callable[[SimConfig], SimulatorServer]] = {"cryptocom": _cryptocom}
+def _kalshi(config: SimConfig) -> SimulatorServer:
+    from apps.exchanges.simulators.kalshi import KalshiSimulator
+
+    return KalshiSimulator(config)
+
+
+SIMULATORS: dict[str, Callable[[SimConfig], SimulatorServer]] = {"cryptocom": _cryptocom, "kalshi": _kalshi}
 DEFAULT_PORTS: dict[str, int] = {"cryptocom": 8601, "kalshi": 8602}

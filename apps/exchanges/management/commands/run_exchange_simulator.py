@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("venue", choices=sorted(SIMULATORS))
         parser.add_argument(
-            "--port", type=int, default=None, help="default: the venue's port (cryptocom 8601)"
+            "--port", type=int, default=None, help="default: the venue's port (cryptocom 8601, kalshi 8602)"
         )
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--seed", type=int, default=7)
