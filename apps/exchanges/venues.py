@@ -53,6 +53,27 @@ VENUES: dict[str, VenueSpec] = {
             "user_ws_url": "K2_CRYPTOCOM_USER_WS_URL",
         },
     ),
+    Venue.KALSHI: VenueSpec(
+        venue=Venue.KALSHI,
+        adapter_path="apps.exchanges.adapters.kalshi.KalshiAdapter",
+        credential_fields=(
+            CredentialField(
+                "api_key_id", "API key ID", secret=False, help="The UUID Kalshi shows next to the key."
+            ),
+            CredentialField(
+                "private_key",
+                "Private key (PEM)",
+                secret=True,
+                help="The whole downloaded file, from -----BEGIN RSA PRIVATE KEY----- to the END line.",
+            ),
+        ),
+        instructions=(
+            "Create an API key in Kalshi (Account & security > API Keys). Kalshi shows the key ID "
+            "and downloads the RSA private key once; send both to the callback. K2 signs each "
+            "request with the key and never shares it."
+        ),
+        url_settings={"base_url": "K2_KALSHI_REST_URL", "ws_url": "K2_KALSHI_WS_URL"},
+    ),
 }
 
 
