@@ -19,6 +19,7 @@ value (the figures describe the account's value, not a time-weighted return).
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -157,13 +158,14 @@ def _points(range_name: str, portfolio: Portfolio, now: datetime) -> tuple[list[
     span, step, interval = RANGES[range_name]
     if span is None:
         firsts = [e.executed_at for e in portfolio.executions]
-        start = min(firsts) if firsts else now - timedelta(days=1)
+        # Just before the first execution, so the series opens on the account before trading.
+        start = min(firsts) - timedelta(minutes=1) if firsts else now - timedelta(days=1)
         total = now - start
         step = max(total / 60, timedelta(minutes=5))
         interval = "5m" if total <= timedelta(days=2) else "1h" if total <= timedelta(days=60) else "1d"
     else:
         start = now - span
-    count = min(int((now - start) / step), MAX_POINTS)
+    count = min(max(math.ceil((now - start) / step), 1), MAX_POINTS)
     times = [now - step * i for i in range(count, 0, -1)]
     return [*times, now], interval, step
 

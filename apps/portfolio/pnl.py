@@ -83,9 +83,8 @@ class Book:
         if closing <= 0:
             self.untracked_sold += excess
             return excess
-        share = closing / quantity
         closed_cost = self._close_cost(closing)
-        pnl = (proceeds - fee) * share - closed_cost
+        pnl = (proceeds - fee) * closing / quantity - closed_cost
         self.quantity -= closing
         self.cost -= closed_cost
         if self.quantity == 0:

@@ -1,0 +1,73 @@
+"""The P&L books: average cost with fees, FIFO, untracked sells, Kalshi netting and settlement."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+from apps.portfolio.pnl import Book, EventBook
+
+T = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_average_cost_includes_fees_and_sells_realise_against_it() -> None:
+    book = Book()
+    book.buy(quantity=D("1"), cost=D("100"), fee=D("1"), when=T)
+    book.buy(quantity=D("1"), cost=D("200"), fee=D("1"), when=T)
+    assert book.average_price == D("151")
+    book.sell(quantity=D("1"), proceeds=D("300"), fee=D("2"), when=T)
+    assert book.realised == D("300") - D("2") - D("151")
+    assert book.quantity == 1
+    assert book.average_price == D("151")
+    assert book.fees == D("4")
+
+
+def test_fifo_closes_the_oldest_lot_first() -> None:
+    book = Book(method="fifo")
+    book.buy(quantity=D("1"), cost=D("100"), fee=D("0"), when=T)
+    book.buy(quantity=D("1"), cost=D("200"), fee=D("0"), when=T)
+    book.sell(quantity=D("1"), proceeds=D("300"), fee=D("0"), when=T)
+    assert book.realised == D("200")
+    assert book.cost == D("200")
+
+
+def test_selling_more_than_recorded_realises_only_the_tracked_part() -> None:
+    book = Book()
+    book.buy(quantity=D("1"), cost=D("100"), fee=D("0"), when=T)
+    excess = book.sell(quantity=D("3"), proceeds=D("300"), fee=D("0"), when=T)
+    assert excess == 2
+    assert book.realised == D("0")  # 1 unit sold at 100, bought at 100
+    assert book.quantity == 0
+    assert book.untracked_sold == 2
+
+
+def test_kalshi_netting_buying_no_while_holding_yes_closes_yes() -> None:
+    book = EventBook()
+    book.trade(side="buy", outcome="yes", quantity=D("10"), price=D("0.40"), fee=D("0.10"), when=T)
+    assert book.yes.quantity == 10
+    assert book.yes.average_price == D("0.41")
+    book.trade(side="buy", outcome="no", quantity=D("4"), price=D("0.30"), fee=D("0"), when=T)
+    # 4 YES sold at 1 - 0.30 = 0.70 against an average cost of 0.41.
+    assert book.yes.quantity == 6
+    assert book.no.quantity == 0
+    assert book.yes.realised == D("4") * (D("0.70") - D("0.41"))
+    book.trade(side="sell", outcome="yes", quantity=D("8"), price=D("0.50"), fee=D("0"), when=T)
+    # 6 YES closed, 2 more open NO at 0.50.
+    assert book.yes.quantity == 0
+    assert book.no.quantity == 2
+    assert book.no.average_price == D("0.50")
+
+
+def test_settlement_closes_at_the_payout() -> None:
+    won, lost = EventBook(), EventBook()
+    for book in (won, lost):
+        book.trade(side="buy", outcome="yes", quantity=D("5"), price=D("0.60"), fee=D("0.05"), when=T)
+    won.settle(result="yes", when=T)
+    lost.settle(result="no", when=T)
+    assert won.yes.quantity == lost.yes.quantity == 0
+    assert won.settled_quantity == 5
+    assert won.yes.settlement_pnl == D("5") - D("3.05")
+    assert lost.yes.settlement_pnl == -D("3.05")
+    assert won.yes.realised == won.yes.settlement_pnl
+    won.settle(result="no", when=T)  # once only
+    assert won.yes.settlement_pnl == D("1.95")
