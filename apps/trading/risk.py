@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +40,7 @@ from apps.marketdata.models import Instrument
 from apps.trading import selectors
 from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outcome, Side
 from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
-from apps.trading.models import Order
+from apps.trading.models import KillSwitch, Order
 from apps.trading.venue import venue_call, venue_capabilities
 from k2.observability.logging import get_logger
 
@@ -172,7 +172,7 @@ class RiskInputs:
     price_source: str = ""
     balances: dict[str, Balance] | None = None
     positions: list[Position] | None = None
-    errors: list[str] = field(default_factory=list)
+    switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
     venue_error: ex.ExchangeError | None = None
 
 
@@ -241,13 +241,41 @@ def account_snapshot_forget(*, link_id: Any) -> None:
     cache.delete_many([f"k2:trading:account:{link_id}:0", f"k2:trading:account:{link_id}:1"])
 
 
+def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
+    """After an order went out, take what it holds off the cached available balance, so the
+    next order within the cache window is checked against what is really left."""
+    if order.side == Side.BUY:
+        currency = instrument.quote or "USD"
+        amount = (order.notional or Decimal(0)) * (
+            ONE + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / HUNDRED
+        )
+    elif order.instrument_type == InstrumentType.EVENT:
+        return
+    else:
+        currency, amount = instrument.base, order.quantity
+    for positions in (0, 1):
+        key = f"k2:trading:account:{link_id}:{positions}"
+        cached = cache.get(key)
+        if cached is None or currency not in cached[0]:
+            continue
+        balances = dict(cached[0])
+        held = balances[currency]
+        balances[currency] = Balance(
+            currency=held.currency,
+            total=held.total,
+            available=held.available - amount,
+            on_hold=held.on_hold + amount,
+        )
+        cache.set(key, (balances, cached[1]), timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
+
+
 def risk_gather(
     *, order: Order, instrument: Instrument, link_id: Any, credentials: Credentials
 ) -> RiskInputs:
     """What the checks need from outside the database. Skipped entirely under a halt switch;
     a venue that cannot be reached is recorded (the order is then refused, never sent blind)."""
-    inputs = RiskInputs()
     switches = selectors.kill_switches_active(user_id=order.user_id, venue=order.exchange)
+    inputs = RiskInputs(switches=switches)
     if any(s.mode == KillSwitchMode.HALT for s in switches):
         return inputs
     needs_price = not (order.order_type == OrderType.LIMIT and order.post_only)
@@ -290,7 +318,7 @@ def _position(order: Order, instrument: Instrument, inputs: RiskInputs) -> Decim
 def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now: datetime) -> Decimal:
     """Run every check on a locked, pending order; return its notional or raise `RiskRejection`.
     Call inside the transaction that holds `selectors.user_trading_lock` for the order's user."""
-    switches = selectors.kill_switches_active(user_id=order.user_id, venue=order.exchange)
+    switches = inputs.switches
     for switch in switches:
         if switch.mode == KillSwitchMode.HALT:
             raise RiskRejection("TRADING_HALTED", {"scope": switch.scope, "reason": switch.reason})
@@ -313,17 +341,19 @@ def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now:
                 "REDUCE_ONLY", {"side": order.side, "attempted": _d(order.quantity), "position": _d(held)}
             )
 
-    per_second = selectors.orders_created_since(
-        user_id=order.user_id, since=now - timedelta(seconds=1), exclude_codes=_RISK_SET, exclude_id=order.pk
+    activity = selectors.recent_activity(
+        user_id=order.user_id,
+        instrument_type=order.instrument_type,
+        now=now,
+        exclude_codes=_RISK_SET,
+        exclude_id=order.pk,
     )
+    per_second, per_minute = activity.last_second, activity.last_minute
     if per_second >= limits.max_orders_per_second:
         raise RiskRejection(
             "RISK_VELOCITY",
             {"window": "1s", "limit": limits.max_orders_per_second, "attempted": per_second + 1},
         )
-    per_minute = selectors.orders_created_since(
-        user_id=order.user_id, since=now - timedelta(minutes=1), exclude_codes=_RISK_SET, exclude_id=order.pk
-    )
     if per_minute >= limits.max_orders_per_minute:
         raise RiskRejection(
             "RISK_VELOCITY",
@@ -343,8 +373,7 @@ def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now:
         raise RiskRejection(
             "RISK_MAX_NOTIONAL", {"limit": _d(limits.max_order_notional), "attempted": _d(notional)}
         )
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    used = selectors.daily_notional(user_id=order.user_id, instrument_type=order.instrument_type, since=today)
+    used = activity.daily_notional
     if used + notional > limits.max_daily_notional:
         raise RiskRejection(
             "RISK_DAILY_NOTIONAL",

@@ -3,13 +3,14 @@ the risk configuration in force; and the lock helpers the services use."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -145,32 +146,39 @@ def risk_limit_rows(*, user_id: Any, instrument_type: str) -> list[RiskLimit]:
     return sorted(rows, key=rank)
 
 
-def orders_created_since(
-    *, user_id: Any, since: datetime, exclude_codes: frozenset[str], exclude_id: Any
-) -> int:
-    return (
-        Order.objects.filter(user_id=user_id, created_at__gte=since)
+@dataclass(frozen=True)
+class RecentActivity:
+    last_second: int
+    last_minute: int
+    daily_notional: Decimal
+
+
+def recent_activity(
+    *, user_id: Any, instrument_type: str, now: datetime, exclude_codes: frozenset[str], exclude_id: Any
+) -> RecentActivity:
+    """One query for the velocity and daily checks.
+
+    Velocity counts the user's orders created in the window (other than this one), except those
+    the risk engine itself refused. The daily notional sums today's (UTC) orders of this
+    instrument type that passed the risk engine and were not refused or cancelled unfilled: what
+    the user has committed to trade today."""
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    risk_refused = Q(status=OrderStatus.REJECTED, error_code__in=exclude_codes)
+    committed = (
+        Q(instrument_type=instrument_type, created_at__gte=today, submitted_at__isnull=False)
+        & ~Q(status=OrderStatus.REJECTED)
+        & ~Q(status=OrderStatus.CANCELLED, filled_quantity=0)
+    )
+    row = (
+        Order.objects.filter(user_id=user_id, created_at__gte=min(today, now - timedelta(minutes=1)))
         .exclude(pk=exclude_id)
-        .exclude(status=OrderStatus.REJECTED, error_code__in=exclude_codes)
-        .count()
-    )
-
-
-def daily_notional(*, user_id: Any, instrument_type: str, since: datetime) -> Decimal:
-    """Notional of today's orders that passed the risk engine and were not refused or cancelled
-    unfilled: what the user has committed to trade today."""
-    total = (
-        Order.objects.filter(
-            user_id=user_id,
-            instrument_type=instrument_type,
-            created_at__gte=since,
-            submitted_at__isnull=False,
+        .aggregate(
+            second=Count("pk", filter=Q(created_at__gte=now - timedelta(seconds=1)) & ~risk_refused),
+            minute=Count("pk", filter=Q(created_at__gte=now - timedelta(minutes=1)) & ~risk_refused),
+            daily=Sum("notional", filter=committed),
         )
-        .exclude(status=OrderStatus.REJECTED)
-        .exclude(status=OrderStatus.CANCELLED, filled_quantity=0)
-        .aggregate(total=Sum("notional"))["total"]
     )
-    return total or Decimal(0)
+    return RecentActivity(row["second"], row["minute"], row["daily"] or Decimal(0))
 
 
 def recent_order_quantities(*, user_id: Any, instrument: str, limit: int) -> list[Decimal]:

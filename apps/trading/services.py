@@ -383,8 +383,8 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
     order = _order_risk_check(order_id=order.pk, instrument=instrument, inputs=inputs, actor=actor)
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
+    risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
     order = order_submit(order=order, credentials=credentials, actor=actor)
-    risk.account_snapshot_forget(link_id=link.pk)
     return PlaceResult(order=order, created=True)
 
 

@@ -1,0 +1,291 @@
+"""Order placement through K2 (HTTP -> auth -> risk -> venue simulator -> response) vs the adapter
+calling the same simulator directly, in the same run: p50/p99, sequential and concurrent.
+
+    python -m k2.devstack run -- python -m bench trading [--orders 200] [--clients 20] [--per-client 25]
+
+Everything is real and local: the Crypto.com simulator in its own process, K2's web process
+(uvicorn, as the Procfile runs it) in another, PostgreSQL and Redis from the devstack. Each
+concurrent client is its own user with its own linked simulator account (venue rate limits are
+per API key). Orders are resting limit buys 5 % under the market, cancelled between phases
+(untimed). K2's overhead = K2's latency - the direct adapter's latency at the same percentile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "bench-Passw0rd!-bench"
+QUANTITY = Decimal("0.001")
+
+
+@dataclass
+class Result:
+    name: str
+    samples: list[float]
+    seconds: float
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start")
+
+
+def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "manage.py", "run_exchange_simulator", "cryptocom", "--port", str(port)]
+    cmd += ["--tick-interval", "0.2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/_sim/state", proc, "simulator")
+    return proc, base
+
+
+def start_web(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "k2.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--no-access-log", "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz", proc, "web")
+    return proc, base
+
+
+def prepare(sim: str, clients: int) -> list[dict[str, Any]]:
+    """Users with linked simulator accounts, generous risk limits and access tokens."""
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    from django.utils import timezone
+
+    from apps.accounts.models import User
+    from apps.accounts.services import ClientInfo, auth_login
+    from apps.exchanges.models import ExchangeLink
+    from apps.marketdata.services import instruments_sync
+    from apps.trading.models import RiskLimit
+
+    instruments_sync(venue="cryptocom")
+    traders = []
+    run = uuid.uuid4().hex[:6]
+    for i in range(clients):
+        account = httpx.post(f"{sim}/_sim/accounts", json={}, timeout=5).json()
+        user = User.objects.create_user(f"bench-{run}-{i}@example.com", PASSWORD)
+        user.email_verified = True
+        user.save(update_fields=["email_verified"])
+        ExchangeLink.objects.create(
+            user=user,
+            exchange="cryptocom",
+            access_token=account["api_key"],
+            access_secret=account["api_secret"],
+            key_hint=account["api_key"][-4:],
+            linked_at=timezone.now(),
+        )
+        RiskLimit.objects.create(
+            user=user,
+            max_orders_per_second=100_000,
+            max_orders_per_minute=1_000_000,
+            max_daily_notional=Decimal("1000000000"),
+            note="bench",
+        )
+        login = auth_login(email=user.email, password=PASSWORD, client=ClientInfo(ip="127.0.0.1"))
+        assert login.tokens is not None
+        traders.append({"account": account, "token": login.tokens.access_token})
+    return traders
+
+
+async def price_below_market(sim: str) -> Decimal:
+    async with httpx.AsyncClient() as http:
+        state = (await http.get(f"{sim}/_sim/state")).json()
+    fair = Decimal(state["instruments"]["BTC_USD"]["fair_price"])
+    return (fair * Decimal("0.95")).quantize(Decimal("0.01"))
+
+
+async def cancel_everything(sim: str, traders: list[dict[str, Any]]) -> None:
+    from apps.exchanges.adapters.base import Credentials
+    from apps.exchanges.adapters.cryptocom import CryptocomAdapter
+
+    for trader in traders:
+        creds = Credentials(trader["account"]["api_key"], trader["account"]["api_secret"])
+        async with CryptocomAdapter(credentials=creds, base_url=f"{sim}/exchange/v1") as adapter:
+            await adapter.cancel_all_orders()
+
+
+async def direct(sim: str, traders: list[dict[str, Any]], per_client: int, price: Decimal) -> Result:
+    """The adapter alone: one long-lived client per account, production settings (rate limits on)."""
+    import redis.asyncio as aioredis
+
+    from apps.exchanges.adapters.base import Credentials, OrderRequest, OrderType, Side
+    from apps.exchanges.adapters.cryptocom import CryptocomAdapter
+
+    redis = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+    samples: list[float] = []
+
+    async def client(trader: dict[str, Any]) -> None:
+        creds = Credentials(trader["account"]["api_key"], trader["account"]["api_secret"])
+        async with CryptocomAdapter(credentials=creds, base_url=f"{sim}/exchange/v1", redis=redis) as adapter:
+            for _ in range(per_client):
+                request = OrderRequest(
+                    "BTC-USD", Side.BUY, OrderType.LIMIT, QUANTITY, uuid.uuid4().hex, price=price
+                )
+                t0 = time.perf_counter()
+                await adapter.place_order(request)
+                samples.append((time.perf_counter() - t0) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(t) for t in traders))
+    elapsed = time.perf_counter() - started
+    await redis.aclose()
+    return Result("", samples, elapsed)
+
+
+async def through_k2(web: str, traders: list[dict[str, Any]], per_client: int, price: Decimal) -> Result:
+    samples: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def client(trader: dict[str, Any]) -> None:
+        headers = {"Authorization": f"Bearer {trader['token']}"}
+        async with httpx.AsyncClient(base_url=web, headers=headers, timeout=30) as http:
+            for _ in range(per_client):
+                body = {
+                    "instrument": "BTC-USD",
+                    "side": "buy",
+                    "order_type": "limit",
+                    "quantity": str(QUANTITY),
+                    "price": str(price),
+                    "client_order_id": uuid.uuid4().hex,
+                }
+                t0 = time.perf_counter()
+                response = await http.post("/v1/orders", json=body)
+                samples.append((time.perf_counter() - t0) * 1000)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code != 201:
+                    raise RuntimeError(f"K2 answered {response.status_code}: {response.text[:300]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(t) for t in traders))
+    elapsed = time.perf_counter() - started
+    return Result("", samples, elapsed)
+
+
+async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
+    sim_proc, sim = start_simulator()
+    web_proc = None
+    try:
+        os.environ["K2_CRYPTOCOM_REST_URL"] = f"{sim}/exchange/v1"
+        os.environ["K2_CRYPTOCOM_MARKET_WS_URL"] = f"{sim.replace('http', 'ws')}/exchange/v1/market"
+        os.environ["K2_CRYPTOCOM_USER_WS_URL"] = f"{sim.replace('http', 'ws')}/exchange/v1/user"
+        os.environ["API_THROTTLE_USER"] = "1000000/min"
+        traders = await asyncio.to_thread(prepare, sim, args.clients)
+        web_env = dict(os.environ)
+        if args.conn_max_age is not None:
+            web_env["DATABASE_CONN_MAX_AGE"] = str(args.conn_max_age)
+        web_proc, web = start_web(web_env, args.web_workers)
+        price = await price_below_market(sim)
+        # warm up both paths (connections, imports, caches)
+        await through_k2(web, traders[:1], 10, price)
+        await direct(sim, traders[:1], 10, price)
+        await cancel_everything(sim, traders)
+        rows = []
+        seq_direct = await direct(sim, traders[:1], args.orders, price)
+        await cancel_everything(sim, traders[:1])
+        seq_k2 = await through_k2(web, traders[:1], args.orders, price)
+        await cancel_everything(sim, traders[:1])
+        rows.append(("sequential, 1 client", seq_direct, seq_k2))
+        con_direct = await direct(sim, traders, args.per_client, price)
+        await cancel_everything(sim, traders)
+        con_k2 = await through_k2(web, traders, args.per_client, price)
+        await cancel_everything(sim, traders)
+        rows.append((f"concurrent, {len(traders)} clients", con_direct, con_k2))
+        return rows
+    finally:
+        for proc in (web_proc, sim_proc):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def print_table(rows: list[tuple[str, Result, Result]]) -> None:
+    header = f"{'mode':24} {'path':8} {'n':>5} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    print(header)
+    print("-" * len(header))
+    for mode, d, k in rows:
+        for path, r in (("direct", d), ("K2", k)):
+            rate = len(r.samples) / r.seconds
+            print(
+                f"{mode:24} {path:8} {len(r.samples):5d} {rate:9.1f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f} "
+                f"{max(r.samples):8.2f}"
+            )
+        print(
+            f"{mode:24} {'overhead':8} {'':5} {'':9} {k.pct(0.5) - d.pct(0.5):8.2f} "
+            f"{k.pct(0.99) - d.pct(0.99):8.2f}"
+        )
+    print("\ngoal: K2 overhead < 15 ms at p50 and < 30 ms at p99")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench trading", description=__doc__)
+    parser.add_argument("--orders", type=int, default=200, help="sequential orders per path (default 200)")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
+    parser.add_argument(
+        "--per-client", type=int, default=25, help="orders per concurrent client (default 25)"
+    )
+    parser.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=60,
+        help="DATABASE_CONN_MAX_AGE of the web process (default 60: persistent connections, as deployed)",
+    )
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="uvicorn worker processes (default: cores)",
+    )
+    args = parser.parse_args(argv)
+    args.orders = max(10, min(args.orders, 2000))
+    args.clients = max(1, min(args.clients, 50))
+    args.per_client = max(5, min(args.per_client, 100))
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        print("run under the devstack: python -m k2.devstack run -- python -m bench trading")
+        return 2
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
+    rows = asyncio.run(asyncio.wait_for(run(args), timeout=300))
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
