@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -136,8 +137,9 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
             get_hub().remove(session)
             await session.stop()
 
-    async def _send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+    def _send_text(self, text: str) -> Awaitable[None]:
+        # the ASGI server's own coroutine, unwrapped: the session drives it (see session.py)
+        return cast("Awaitable[None]", self.base_send({"type": "websocket.send", "text": text}))
 
     async def _close_socket(self, code: int, reason: str) -> None:
         await self.base_send({"type": "websocket.close", "code": code, "reason": reason})

@@ -16,7 +16,7 @@ from tests.marketdata.conftest import eventually, in_thread
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def cached_price(symbol: str) -> dict[str, Any] | None:
+def cached_price(symbol: str) -> Any:
     raw = cache.sync_client().get(cache.price_key(symbol))
     return json.loads(raw) if raw else None
 

@@ -294,7 +294,8 @@ class Hub:
         loop_now = self.loop.time()
         wall = time.time()
         for session in list(self.sessions):
-            if session.closed:
+            if session.closed:  # its socket failed: free it now, the disconnect may never come
+                self.close_session(session, CLOSE_SLOW_CONSUMER, "send failed")
                 continue
             if session.stuck_for(loop_now) > session.send_timeout:
                 log.info("ws_slow_consumer_closed", user_id=session.user_id, buffered=session.buffered())

@@ -75,6 +75,8 @@ class ClientSession:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._writer: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None  # an eager send waiting for the transport
+        self._draining = False
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -84,6 +86,8 @@ class ClientSession:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._inflight is not None:
+            self._inflight.cancel()
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -99,17 +103,20 @@ class ClientSession:
         self._wake.set()
 
     def kill(self, code: int, reason: str) -> None:
-        """Close the socket from the server side (slow consumer, auth): buffers are freed now;
-        the close frame goes out when the transport lets it."""
-        if self.closed:
-            return
+        """Close the socket from the server side (slow consumer, failed socket): buffers are
+        freed now; the close frame goes out when the transport lets it."""
+        already = self.closed
         self.closed = True
-        self.close_code = code
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in (self._writer, self._inflight):
+            if task is not None:
+                task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         self.pending.clear()
         self.queue.clear()
-        self.loop.create_task(self._close_quietly(code, reason))
+        if not already:
+            self.close_code = code
+            self.loop.create_task(self._close_quietly(code, reason))
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -126,9 +133,23 @@ class ClientSession:
         if feed_seq <= self.last_feed_seq.get(instrument, -1):
             return
         self.last_feed_seq[instrument] = feed_seq
-        self.pending[instrument] = frag
         ready_at = self.next_allowed.get(instrument, 0.0)
-        if ready_at <= self.loop.time():
+        now = self.loop.time()
+        if (
+            ready_at <= now
+            and not self.pending
+            and not self.queue
+            and self._inflight is None
+            and not self._draining
+            and self.closing is None
+        ):
+            # the common case: nothing queued for this socket, so send now, in the caller's
+            # turn of the loop (no task switch per message); see `_send_eagerly`
+            self.next_allowed[instrument] = now + self.min_interval
+            self._send_eagerly(self._price_text(instrument, frag))
+            return
+        self.pending[instrument] = frag
+        if ready_at <= now:
             self._wake.set()
         else:
             self._schedule(ready_at)
@@ -168,21 +189,82 @@ class ClientSession:
         self._timer = None
         self._wake.set()
 
-    async def _emit(self, channel: str, frag: str, prefix: str = "") -> None:
+    def _text(self, channel: str, frag: str, prefix: str = "") -> str:
         seq = self.seqs.get(channel, 0) + 1
         self.seqs[channel] = seq
-        text = f'{{"channel":"{channel}","seq":{seq},{prefix}{frag}}}'
+        return f'{{"channel":"{channel}","seq":{seq},{prefix}{frag}}}'
+
+    def _price_text(self, instrument: str, frag: str) -> str:
+        if instrument in self.awaiting_snapshot:
+            self.awaiting_snapshot.discard(instrument)
+            return self._text(PRICES, frag, '"snapshot":true,')
+        return self._text(PRICES, frag, '"snapshot":false,')
+
+    async def _emit(self, channel: str, frag: str, prefix: str = "") -> None:
+        await self._send_text(self._text(channel, frag, prefix))
+
+    async def _send_text(self, text: str) -> None:
         self.sending_since = self.loop.time()
         await self._send(text)
         self.sending_since = None
         self.sent += 1
+
+    def _send_eagerly(self, text: str) -> None:
+        """Run the send coroutine right here until it completes or must wait for the transport
+        (Python 3.12's eager tasks, by hand). Writing to a writable socket never waits, so a
+        price reaches the socket without a task switch; a send that does wait (the client is
+        not reading) continues as a task that the writer waits for, keeping the order."""
+        self.sending_since = self.loop.time()
+        coro: Any = self._send(text)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            self.sending_since = None
+            self.sent += 1
+            return
+        except Exception:  # the socket is gone: the consumer's disconnect cleans up
+            self.closed = True
+            return
+        self._inflight = self.loop.create_task(self._finish(coro, waiting_on))
+
+    async def _finish(self, coro: Any, waiting_on: Any) -> None:
+        try:
+            while True:
+                if waiting_on is None:
+                    await asyncio.sleep(0)
+                else:
+                    # what a Task does with a yielded future: clear the flag, then wait on it
+                    waiting_on._asyncio_future_blocking = False
+                    await waiting_on
+                try:
+                    waiting_on = coro.send(None)
+                except StopIteration:
+                    break
+            self.sending_since = None
+            self.sent += 1
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        except Exception:
+            coro.close()
+            self.closed = True
+        finally:
+            self._inflight = None
+            if self.pending or self.queue:
+                self._wake.set()
 
     async def _run(self) -> None:
         try:
             while not self.closed:
                 await self._wake.wait()
                 self._wake.clear()
-                await self._drain()
+                self._draining = True
+                try:
+                    if self._inflight is not None:
+                        await self._inflight
+                    await self._drain()
+                finally:
+                    self._draining = False
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket is gone: the consumer's disconnect cleans up
@@ -213,11 +295,7 @@ class ClientSession:
                     continue
                 frag = self.pending.pop(instrument)
                 self.next_allowed[instrument] = now + self.min_interval
-                if instrument in self.awaiting_snapshot:
-                    self.awaiting_snapshot.discard(instrument)
-                    await self._emit(PRICES, frag, '"snapshot":true,')
-                else:
-                    await self._emit(PRICES, frag, '"snapshot":false,')
+                await self._send_text(self._price_text(instrument, frag))
                 if self.queue:  # control and user messages do not wait behind a price burst
                     break
             else:
