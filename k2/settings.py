@@ -259,6 +259,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/v1",
+    # Several apps expose an `instrument_type`; name each distinct choice set once.
+    "ENUM_NAME_OVERRIDES": {
+        "InstrumentTypeEnum": "apps.marketdata.choices.InstrumentType",
+        "PositionInstrumentTypeEnum": ["crypto", "event"],
+        "AllocationInstrumentTypeEnum": ["cash", "crypto", "event"],
+    },
 }
 
 # --- Secret vault -----------------------------------------------------------------------------
