@@ -336,6 +336,9 @@ K2_MARKETDATA_VENUE_TIMEOUT_SECONDS = env.float("K2_MARKETDATA_VENUE_TIMEOUT_SEC
 K2_MARKETDATA_TRADE_RETENTION_HOURS = env.int("K2_MARKETDATA_TRADE_RETENTION_HOURS", default=48)
 K2_MARKETDATA_MAX_CANDLES = env.int("K2_MARKETDATA_MAX_CANDLES", default=1000)
 K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES = env.int("K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES", default=60)
+# Venues whose market streams are signed (Kalshi) need a K2 API key for the feed:
+# {"kalshi": {"api_key": "<key id>", "api_secret_file": "/run/secrets/kalshi.pem"}} ("api_secret" inline also works)
+K2_MARKETDATA_FEED_CREDENTIALS = env.json("K2_MARKETDATA_FEED_CREDENTIALS", default={})
 K2_WS_ALLOWED_ORIGINS = env.list("K2_WS_ALLOWED_ORIGINS", default=[K2_PUBLIC_URL])
 K2_WS_ALLOW_NO_ORIGIN = env.bool("K2_WS_ALLOW_NO_ORIGIN", default=True)
 K2_WS_AUTH_TIMEOUT_SECONDS = env.float("K2_WS_AUTH_TIMEOUT_SECONDS", default=10.0)

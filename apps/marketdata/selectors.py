@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -88,6 +89,19 @@ def candle_list(*, instrument: Instrument, interval: str, start: datetime, end: 
     return Candle.objects.filter(
         instrument=instrument, interval=interval, start__gte=start, start__lt=end
     ).order_by("start")
+
+
+def reference_prices(*, instrument_ids: dict[str, Any], at: datetime) -> dict[str, Decimal]:
+    """symbol -> the price at about `at` (close of the newest hourly candle starting by then),
+    the base of the 24 h change K2 publishes for every venue alike."""
+    by_id = {v: k for k, v in instrument_ids.items()}
+    rows = (
+        Candle.objects.filter(instrument_id__in=list(by_id), interval="1h", start__lte=at)
+        .order_by("instrument_id", "-start")
+        .distinct("instrument_id")
+        .values_list("instrument_id", "close")
+    )
+    return {by_id[iid]: close for iid, close in rows if close > 0}
 
 
 # ---- prices ---------------------------------------------------------------------------------

@@ -29,6 +29,14 @@ from tests.exchanges.conftest import (  # noqa: F401 - fixtures
     cryptocom_sim,
     cryptocom_sim_thread,
 )
+from tests.exchanges.kalshi_fixtures import (  # noqa: F401 - fixtures
+    KALSHI_FAST,
+    KalshiSimHandle,
+    kalshi_sim,
+    kalshi_sim_thread,
+)
+
+TEST_ADAPTER_SETTINGS: dict[str, Any] = {"cryptocom": FAST, "kalshi": KALSHI_FAST}
 
 PASSWORD = "market-data-Passw0rd!"
 ORIGIN = "http://app.k2.test"
@@ -69,6 +77,18 @@ def sim(cryptocom_sim: SimHandle, md_settings: Any) -> SimHandle:  # noqa: F811
     return cryptocom_sim
 
 
+@pytest.fixture
+def ksim(kalshi_sim: KalshiSimHandle, md_settings: Any) -> KalshiSimHandle:  # noqa: F811
+    """The Kalshi simulator with the settings and a feed key pointing at it."""
+    md_settings.K2_KALSHI_REST_URL = kalshi_sim.rest_url
+    md_settings.K2_KALSHI_WS_URL = kalshi_sim.ws_url
+    account = kalshi_sim.create_account()
+    md_settings.K2_MARKETDATA_FEED_CREDENTIALS = {
+        "kalshi": {"api_key": account["api_key_id"], "api_secret": account["private_key_pem"]}
+    }
+    return kalshi_sim
+
+
 @asynccontextmanager
 async def fast_adapter(venue: str) -> AsyncIterator[Any]:
     """The registry's adapter for `venue` with test-sized timeouts and reconnect backoff."""
@@ -76,10 +96,15 @@ async def fast_adapter(venue: str) -> AsyncIterator[Any]:
     from django.conf import settings
     from django.utils.module_loading import import_string
 
+    from apps.marketdata.feed.runner import feed_credentials
+
     spec = venue_spec(venue)
     redis = aioredis.Redis.from_url(settings.REDIS_URL)
     adapter = import_string(spec.adapter_path)(
-        credentials=None, redis=redis, settings=FAST, **spec.adapter_kwargs()
+        credentials=feed_credentials(venue),
+        redis=redis,
+        settings=TEST_ADAPTER_SETTINGS[venue],
+        **spec.adapter_kwargs(),
     )
     try:
         yield adapter

@@ -36,17 +36,17 @@ def trade(trade_id: str, price: str, t: datetime = T0) -> Trade:
     return Trade("BTC-USD", trade_id, D(price), D("1"), Side.BUY, t)
 
 
-def test_ticker_gives_a_price_with_percent_change():
-    out = agg().on_ticker(ticker())
-    [snap] = out.publish
-    assert (snap.price, snap.bid, snap.ask, snap.change_24h, snap.volume_24h) == (
-        "100",
-        "99",
-        "101",
-        "2.50",
-        "12.5",
-    )
+def test_ticker_gives_a_price_and_the_change_is_k2s_own_percent():
+    a = agg()
+    [snap] = a.on_ticker(ticker()).publish
+    assert (snap.price, snap.bid, snap.ask, snap.volume_24h) == ("100", "99", "101", "12.5")
+    # without a reference price from K2's candles there is no change (whatever the venue says:
+    # venues report it in different units)
+    assert snap.change_24h is None
     assert snap.timestamp == "2026-01-01T12:00:00Z"
+    a.reference_24h["BTC-USD"] = D("80")
+    [snap] = a.on_ticker(ticker(T0 + timedelta(seconds=1))).publish
+    assert snap.change_24h == "25.00"
 
 
 def test_older_and_unchanged_tickers_are_not_published():

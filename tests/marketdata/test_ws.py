@@ -412,3 +412,90 @@ async def test_push_to_user_reaches_only_that_users_sockets(asgi_server):
         push_to_user(alice.id, {"type": "x"}, channel="prices")
     for ws in (alice_ws, alice_ws2, bob_ws):
         await ws.close()
+
+
+# ---- both venues on one socket ---------------------------------------------------------------
+
+
+async def test_one_socket_streams_btc_and_a_kalshi_market(sim, ksim, feeds, asgi_server):
+    sim.configure(market_auto=False)
+    _, token = await in_thread(make_user_token, "both@example.com")
+    feeds("cryptocom")
+    kalshi_feed = feeds("kalshi")
+    await eventually(lambda: kalshi_feed.feed.stats.backfills >= 1, timeout=15, what="kalshi feed up")
+    market = await in_thread(
+        lambda: Instrument.objects.filter(venue="kalshi", status="open").order_by("symbol").first()
+    )
+    assert market is not None
+    assert market.instrument_type == "event"
+    await eventually(lambda: cache.sync_client().get(cache.price_key(market.symbol)), what="kalshi price")
+    ws = await authed(asgi_server, token)
+    await ws.send(subscribe("BTC-USD", market.symbol))
+    seen: list[dict[str, Any]] = []
+    for symbol in ("BTC-USD", market.symbol):
+        snap = await recv_until(ws, is_price(symbol, snapshot=True), seen=seen)
+        assert snap["stale"] is False
+    kalshi_snap = next(m for m in seen if is_price(market.symbol)(m))
+    assert kalshi_snap["venue"] == "kalshi"
+    for field in ("bid", "ask"):  # event contracts are priced in dollars between 0 and 1
+        if kalshi_snap[field] is not None:
+            assert Decimal("0") < Decimal(kalshi_snap[field]) < Decimal("1")
+    # both venues keep moving: live prices for each arrive on the same socket
+    await tick(sim, 10)
+    await recv_until(ws, is_price("BTC-USD", snapshot=False), seen=seen, timeout=10)
+    await recv_until(ws, is_price(market.symbol, snapshot=False), seen=seen, timeout=15)
+    assert_gapless(seen)
+    await ws.close()
+
+
+# ---- venue down: stale, told, recovered ------------------------------------------------------
+
+
+async def test_killing_the_simulator_marks_prices_stale_and_the_feed_recovers(
+    md_settings, feeds, asgi_server
+):
+    import dataclasses
+
+    from apps.exchanges.simulators.cryptocom import CryptocomSimulator
+    from apps.exchanges.simulators.harness import SimulatorThread
+    from apps.marketdata.selectors import instrument_get, prices_get
+    from tests.marketdata.conftest import SIM_CONFIG, SimHandle, free_port, point_at_sim
+
+    port = free_port()
+
+    def start_sim() -> SimulatorThread:
+        return SimulatorThread(CryptocomSimulator(dataclasses.replace(SIM_CONFIG, port=port))).start()
+
+    thread = await asyncio.to_thread(start_sim)
+    point_at_sim(md_settings, SimHandle(thread))
+    _, token = await in_thread(make_user_token, "watcher@example.com")
+    feed = feeds()
+    await eventually(lambda: cache.sync_client().get(cache.price_key("BTC-USD")), what="feed price")
+    ws = await authed(asgi_server, token)
+    await ws.send(subscribe("BTC-USD"))
+    snap = await recv_until(ws, is_price("BTC-USD", snapshot=True))
+    assert snap["stale"] is False
+
+    def rest_stale() -> bool:
+        instrument = instrument_get(symbol="BTC-USD")
+        price = prices_get(instruments=[instrument])["BTC-USD"]
+        return price is not None and price.stale
+
+    try:
+        await asyncio.to_thread(thread.stop)  # the venue goes away
+        status = await recv_until(ws, lambda m: m["type"] == "status", timeout=10)
+        assert status["channel"] == "prices"
+        assert (status["venue"], status["state"], status["stale"]) == ("cryptocom", "stale", True)
+        assert status["instruments"] == ["BTC-USD"]
+        assert await in_thread(rest_stale)
+        thread = await asyncio.to_thread(start_sim)  # and comes back on the same address
+        live = await recv_until(ws, lambda m: m["type"] == "status", timeout=15)
+        assert (live["state"], live["stale"]) == ("live", False)
+        fresh = await recv_until(ws, is_price("BTC-USD"), timeout=10)
+        assert fresh["stale"] is False
+        assert not await in_thread(rest_stale)
+        assert feed.feed.stats.disconnects >= 1
+        assert feed.feed.stats.connects >= 2
+    finally:
+        await asyncio.to_thread(thread.stop)
+        await ws.close()

@@ -79,6 +79,9 @@ class PriceAggregator:
         self.venue_symbols = dict(instruments)
         self.states = {s: InstrumentState(symbol=s, book=LocalOrderBook(s)) for s in instruments}
         self.stats = AggregatorStats()
+        # symbol -> price 24 h ago (from K2's candles): venues report 24 h change in different
+        # units, so K2 computes it the same way for all of them
+        self.reference_24h: dict[str, Decimal] = {}
         self._seen_trades: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -178,8 +181,9 @@ class PriceAggregator:
         elif ticker is not None:
             price = ticker.last
         change = None
-        if ticker is not None and ticker.change_24h is not None:
-            change = (ticker.change_24h * PERCENT).quantize(CHANGE_QUANTUM)
+        reference = self.reference_24h.get(state.symbol)
+        if reference and price is not None and price > 0:
+            change = ((price - reference) / reference * PERCENT).quantize(CHANGE_QUANTUM)
         times = [t for t in (ticker.time if ticker else None, trade.time if trade else None, when) if t]
         return PriceSnapshot(
             instrument=state.symbol,

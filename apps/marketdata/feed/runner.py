@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,6 +36,7 @@ from django.conf import settings
 
 from apps.exchanges.adapters.base import (
     BookUpdate,
+    Credentials,
     ExchangeAdapter,
     MarketChannel,
     MarketSubscription,
@@ -107,10 +109,22 @@ class FeedStats:
         del self.history[:-200]
 
 
+def feed_credentials(venue: str) -> Credentials | None:
+    """The feed's own key at a venue whose market stream is signed (`K2_MARKETDATA_FEED_CREDENTIALS`);
+    None (public data) otherwise."""
+    entry = settings.K2_MARKETDATA_FEED_CREDENTIALS.get(venue)
+    if not entry:
+        return None
+    secret = entry.get("api_secret")
+    if not secret and entry.get("api_secret_file"):
+        secret = Path(entry["api_secret_file"]).read_text()
+    return Credentials(api_key=str(entry["api_key"]), api_secret=str(secret or ""))
+
+
 def _default_factory(venue: str) -> AbstractAsyncContextManager[ExchangeAdapter]:
     from apps.exchanges.calls import open_adapter
 
-    return open_adapter(venue)
+    return open_adapter(venue, credentials=feed_credentials(venue))
 
 
 def _iso(value: datetime) -> str:
@@ -341,6 +355,7 @@ class VenueFeed:
             await self._set_state(self.venue_state, self.venue_detail)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.config.instrument_refresh_seconds
+                await self._refresh_references()
                 current = {i.symbol for i in await self._instruments_from_db()}
                 if current and current != symbols:
                     raise Resubscribe("instrument set changed")
@@ -414,10 +429,19 @@ class VenueFeed:
                     await self._backfill_instrument(adapter, symbol)
 
             await asyncio.gather(*(one(s) for s in self.instrument_ids), return_exceptions=False)
+            await self._refresh_references()
             self.stats.backfills += 1
             self.stats.note("backfilled")
         finally:
             self._trades_ready.set()  # even a failed back-fill must not hold trades forever
+
+    async def _refresh_references(self) -> None:
+        if self.aggregator is None:
+            return
+        refs = await database_sync_to_async(selectors.reference_prices)(
+            instrument_ids=self.instrument_ids, at=_now() - timedelta(hours=24)
+        )
+        self.aggregator.reference_24h = refs
 
     async def _backfill_instrument(self, adapter: ExchangeAdapter, symbol: str) -> None:
         timeframes = {tf: timeframe_seconds(tf) for tf in adapter.capabilities["candle_timeframes"]}
