@@ -378,6 +378,7 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
         missing = {k: v for k, v in generated_secrets().items() if k not in conf}
         if missing:
             conf.update(missing)
+        env["K2_VAR_DIR"] = str(base)  # children (beat's schedule file, settings) share it
         pg_port = int(os.environ.get("K2_DEV_PG_PORT", conf.get("K2_DEV_PG_PORT", 54329)))
         redis_port = int(os.environ.get("K2_DEV_REDIS_PORT", conf.get("K2_DEV_REDIS_PORT", 63799)))
         conf["K2_DEV_PG_PORT"] = str(pg_port)
