@@ -263,3 +263,15 @@ async def test_sequence_gap_resyncs_the_book_and_prices_stay_right(sim, feeds):
         what="book rebuilt from the snapshot",
     )
     assert feed.feed.aggregator.states["BTC-USD"].book_valid
+
+
+async def test_signed_venue_without_feed_credentials_is_refused_not_crashed(kalshi_sim, md_settings, feeds):
+    md_settings.K2_KALSHI_REST_URL = kalshi_sim.rest_url
+    md_settings.K2_KALSHI_WS_URL = kalshi_sim.ws_url
+    md_settings.K2_MARKETDATA_FEED_CREDENTIALS = {}
+    feed = feeds("kalshi")
+    await eventually(
+        lambda: any(h.startswith("refused:") for h in feed.feed.stats.history), what="refusal noted"
+    )
+    assert not feed.task.done()  # still running, retrying slowly
+    assert venue_state("kalshi") != "live"

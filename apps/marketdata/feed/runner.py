@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import (
     BookUpdate,
     Credentials,
@@ -182,6 +183,16 @@ class VenueFeed:
                 except LeaseLost:
                     log.warning("feed_lease_lost", venue=self.venue)
                     self.stats.note("lease_lost")
+                except ex.FatalError as exc:  # e.g. a signed stream without (valid) feed credentials
+                    self.stats.errors += 1
+                    attempt = max(attempt + 1, 10)  # retry at the slowest pace: a person must act
+                    self.stats.note(f"refused:{exc.code}")
+                    log.error(
+                        "feed_venue_refused",
+                        venue=self.venue,
+                        error=str(exc),
+                        hint="K2_MARKETDATA_FEED_CREDENTIALS",
+                    )
                 except Exception as exc:
                     self.stats.errors += 1
                     attempt += 1
