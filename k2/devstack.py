@@ -470,7 +470,13 @@ def serve(env: dict[str, str]) -> int:
     # honcho gives the first Procfile entry (web) PORT itself; K2_PROCFILE_ONLY picks a subset.
     only = [name for name in os.environ.get("K2_PROCFILE_ONLY", "").split(",") if name]
     honcho = [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "start", "-p", port, *only]
-    return run_child(honcho, {**env, "PORT": port})
+    # The Procfile's Kalshi simulator signs even market data: let the feed take a key from it.
+    demo = {
+        "K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS": os.environ.get(
+            "K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS", "kalshi"
+        )
+    }
+    return run_child(honcho, {**demo, **env, "PORT": port})
 
 
 def main(argv: list[str] | None = None) -> int:

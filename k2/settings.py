@@ -337,8 +337,13 @@ K2_MARKETDATA_TRADE_RETENTION_HOURS = env.int("K2_MARKETDATA_TRADE_RETENTION_HOU
 K2_MARKETDATA_MAX_CANDLES = env.int("K2_MARKETDATA_MAX_CANDLES", default=1000)
 K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES = env.int("K2_MARKETDATA_INSTRUMENT_SYNC_MINUTES", default=60)
 # Venues whose market streams are signed (Kalshi) need a K2 API key for the feed:
-# {"kalshi": {"api_key": "<key id>", "api_secret_file": "/run/secrets/kalshi.pem"}} ("api_secret" inline also works)
+# {"kalshi": {"api_key": "<key id>", "api_secret_file": "/run/secrets/kalshi.pem"}}
+# ("api_secret" inline also works)
 K2_MARKETDATA_FEED_CREDENTIALS = env.json("K2_MARKETDATA_FEED_CREDENTIALS", default={})
+# Development only (make run sets it): venues whose local simulator hands the feed its own key.
+K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS = env.list("K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS", default=[])
+if IS_PRODUCTION and K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS:
+    raise ImproperlyConfigured("K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS is for local simulators only")
 K2_WS_ALLOWED_ORIGINS = env.list("K2_WS_ALLOWED_ORIGINS", default=[K2_PUBLIC_URL])
 K2_WS_ALLOW_NO_ORIGIN = env.bool("K2_WS_ALLOW_NO_ORIGIN", default=True)
 K2_WS_AUTH_TIMEOUT_SECONDS = env.float("K2_WS_AUTH_TIMEOUT_SECONDS", default=10.0)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
@@ -110,11 +111,35 @@ class FeedStats:
         del self.history[:-200]
 
 
+_simulator_keys: dict[str, Credentials] = {}
+
+
+def _simulator_credentials(venue: str) -> Credentials:
+    """Development only: a key from the venue's local simulator (`POST /_sim/accounts` on the host
+    of the venue's configured REST URL). Kept per process; forgotten when the venue refuses it."""
+    if venue not in _simulator_keys:
+        import httpx
+
+        from apps.exchanges.venues import venue_spec
+
+        rest = urlsplit(getattr(settings, venue_spec(venue).url_settings["base_url"]))
+        response = httpx.post(f"{rest.scheme}://{rest.netloc}/_sim/accounts", json={}, timeout=3)
+        response.raise_for_status()
+        body = response.json()
+        _simulator_keys[venue] = Credentials(
+            api_key=str(body.get("api_key") or body["api_key_id"]),
+            api_secret=str(body.get("api_secret") or body["private_key_pem"]),
+        )
+    return _simulator_keys[venue]
+
+
 def feed_credentials(venue: str) -> Credentials | None:
-    """The feed's own key at a venue whose market stream is signed (`K2_MARKETDATA_FEED_CREDENTIALS`);
-    None (public data) otherwise."""
+    """The feed's own key at a venue whose market stream is signed (`K2_MARKETDATA_FEED_CREDENTIALS`,
+    or in development `K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS`); None (public data) otherwise."""
     entry = settings.K2_MARKETDATA_FEED_CREDENTIALS.get(venue)
     if not entry:
+        if venue in settings.K2_MARKETDATA_FEED_SIMULATOR_ACCOUNTS:
+            return _simulator_credentials(venue)
         return None
     secret = entry.get("api_secret")
     if not secret and entry.get("api_secret_file"):
@@ -184,6 +209,7 @@ class VenueFeed:
                     log.warning("feed_lease_lost", venue=self.venue)
                     self.stats.note("lease_lost")
                 except ex.FatalError as exc:  # e.g. a signed stream without (valid) feed credentials
+                    _simulator_keys.pop(self.venue, None)  # a restarted simulator forgot our key
                     self.stats.errors += 1
                     attempt = max(attempt + 1, 10)  # retry at the slowest pace: a person must act
                     self.stats.note(f"refused:{exc.code}")
