@@ -322,7 +322,12 @@ async def recv_until(
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"no matching message within {timeout}s; saw {(seen or [])[-5:]}")
-        message = await recv_json(ws, left)
+        try:
+            message = await recv_json(ws, left)
+        except TimeoutError:
+            raise AssertionError(
+                f"socket silent for {left:.1f}s; first {(seen or [])[:4]}; last {(seen or [])[-2:]}"
+            ) from None
         if seen is not None:
             seen.append(message)
         if predicate(message):

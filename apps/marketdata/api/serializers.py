@@ -5,6 +5,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.marketdata.cache import PriceSnapshot
@@ -23,7 +25,10 @@ def plain(value: Decimal | None, step: Decimal | None = None) -> str | None:
     return format(normal, "f") if normal != 0 else "0"
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class PlainDecimalField(serializers.Field):
+    """A decimal as a plain string without exponent or trailing zeros ("0.01", "1")."""
+
     def to_representation(self, value: Decimal) -> str | None:
         return plain(value)
 
