@@ -325,8 +325,9 @@ async def recv_until(
         try:
             message = await recv_json(ws, left)
         except TimeoutError:
-            raise AssertionError(
-                f"socket silent for {left:.1f}s; first {(seen or [])[:4]}; last {(seen or [])[-2:]}"
+            # still a TimeoutError (tests assert silence with it), now saying what did arrive
+            raise TimeoutError(
+                f"nothing matching for {left:.1f}s; first {(seen or [])[:4]}; last {(seen or [])[-2:]}"
             ) from None
         if seen is not None:
             seen.append(message)
