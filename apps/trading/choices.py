@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.db import models
 
+# Re-exported: orders record their instrument's type in market data's one vocabulary.
+from apps.marketdata.choices import InstrumentType as InstrumentType
+
 
 class OrderStatus(models.TextChoices):
     PENDING = "pending", "Pending (intent recorded, not sent)"
@@ -47,11 +50,6 @@ class Outcome(models.TextChoices):
 class Liquidity(models.TextChoices):
     MAKER = "maker", "Maker"
     TAKER = "taker", "Taker"
-
-
-class InstrumentType(models.TextChoices):
-    CRYPTO = "crypto", "Crypto"
-    EVENT = "event", "Event contract"
 
 
 class KillSwitchScope(models.TextChoices):
