@@ -27,6 +27,7 @@ from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import CallOutcome, Credentials, OnCall
 from apps.exchanges.adapters.cryptocom import translate
 from apps.exchanges.adapters.ratelimit import RateLimiter, RateRule
+from apps.exchanges.adapters.transport import transport_error
 
 VENUE = "cryptocom"
 MAX_LEVEL = 3
@@ -252,17 +253,11 @@ class CryptocomRestClient:
             if isinstance(exc, ex.RateLimited):
                 await self.private_limiter.penalize(rate_group(method), self.settings.backoff_base * 2)
             raise
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            code = "CONNECT"  # nothing reached the venue: a definite "not done"
-            raise ex.ExchangeUnavailable(
-                f"cannot reach the venue: {type(exc).__name__}", venue=VENUE
-            ) from exc
-        except httpx.TransportError as exc:  # sent, maybe executed: timeout, reset, protocol error
-            code = type(exc).__name__
-            if not safe:
+        except httpx.TransportError as exc:
+            error, code = transport_error(exc, venue=VENUE, call=method, safe=safe)
+            if isinstance(error, ex.OrderOutcomeUnknown):
                 outcome = "unknown"
-                raise ex.OrderOutcomeUnknown(f"no answer to {method}: {code}", venue=VENUE) from exc
-            raise ex.ExchangeTimeout(f"no answer to {method}: {code}", venue=VENUE) from exc
+            raise error from exc
         finally:
             if self.on_call is not None:
                 self.on_call(VENUE, method, (time.perf_counter() - started) * 1000, outcome, code)
