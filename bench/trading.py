@@ -209,10 +209,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
         os.environ["K2_CRYPTOCOM_USER_WS_URL"] = f"{sim.replace('http', 'ws')}/exchange/v1/user"
         os.environ["API_THROTTLE_USER"] = "1000000/min"
         traders = await asyncio.to_thread(prepare, sim, args.clients)
-        web_env = dict(os.environ)
-        if args.conn_max_age is not None:
-            web_env["DATABASE_CONN_MAX_AGE"] = str(args.conn_max_age)
-        web_proc, web = start_web(web_env, args.web_workers)
+        web_proc, web = start_web(dict(os.environ), args.web_workers)
         price = await price_below_market(sim)
         # warm up both paths (connections, imports, caches)
         await through_k2(web, traders[:1], 10, price)
@@ -261,12 +258,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
     parser.add_argument(
         "--per-client", type=int, default=25, help="orders per concurrent client (default 25)"
-    )
-    parser.add_argument(
-        "--conn-max-age",
-        type=int,
-        default=60,
-        help="DATABASE_CONN_MAX_AGE of the web process (default 60: persistent connections, as deployed)",
     )
     parser.add_argument(
         "--web-workers",

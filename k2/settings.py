@@ -121,11 +121,31 @@ if not DATABASES["default"].get("NAME"):
     raise ImproperlyConfigured(
         "DATABASE_URL is not set. `make run` starts a local PostgreSQL and sets it for you."
     )
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=5
 )
+# Under ASGI every request runs its sync code in a fresh thread, so Django's per-thread persistent
+# connections (CONN_MAX_AGE) are never reused: each request would pay a new connection. A psycopg
+# pool per process is shared by all threads; a connection is checked before it is handed out.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
+if DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        "max_idle": 300,
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+# Parameters bound by the server (not quoted into the SQL by Python), and a statement run this
+# many times on a connection is prepared there: both save work on every query. Behind a pooler
+# that cannot keep prepared statements (pgbouncer < 1.21 in transaction mode) set -1 (never).
+DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool(
+    "DATABASE_SERVER_SIDE_BINDING", default=True
+)
+_prepare_threshold = env.int("DATABASE_PREPARE_THRESHOLD", default=2)
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare_threshold if _prepare_threshold >= 0 else None
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if not REDIS_URL:
@@ -140,7 +160,7 @@ def _redis_db(url: str, db: int) -> str:
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "k2.core.cache.SharedPoolRedisCache",
         "LOCATION": env.str("CACHE_REDIS_URL", default=_redis_db(REDIS_URL, 0)),
         "KEY_PREFIX": "k2",
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},

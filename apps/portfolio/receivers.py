@@ -1,9 +1,10 @@
 """Cache invalidation on trading changes (STYLE 2: signals only for decoupled side effects).
 
-Every saved `OrderExecution` (a fill) and every saved `Order` (a status or fill update) drops
-the owner's cached portfolio once the transaction commits, so no reader can cache the state
-from before the change. Trading does not need to know the portfolio exists; code that changes
-holdings outside these models calls `apps.portfolio.services.portfolio_invalidate` itself.
+Every saved `OrderExecution` (a fill) and every saved `Order` that has reached its venue (a
+status or fill update) drops the owner's cached portfolio once the transaction commits, so no
+reader can cache the state from before the change. Trading does not need to know the portfolio
+exists; code that changes holdings outside these models calls
+`apps.portfolio.services.portfolio_invalidate` itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from apps.portfolio.services import portfolio_invalidate
+from apps.trading.choices import OrderStatus
 from apps.trading.models import Order, OrderExecution
+
+UNSENT = frozenset({OrderStatus.PENDING, OrderStatus.SUBMITTED})
 
 
 def _invalidate_on_commit(user_id: Any) -> None:
@@ -29,4 +33,6 @@ def execution_saved(sender: type[OrderExecution], instance: OrderExecution, **kw
 
 @receiver(post_save, sender=Order, dispatch_uid="portfolio_invalidate_on_order")
 def order_saved(sender: type[Order], instance: Order, **kwargs: Any) -> None:
+    if instance.status in UNSENT or instance.metadata.get("rejected_by") == "risk":
+        return  # nothing reached a venue yet: no balance or position can have changed
     _invalidate_on_commit(instance.user_id)

@@ -219,7 +219,7 @@ def _price_of(last: Any, bid: Any, ask: Any) -> Decimal | None:
 def account_snapshot(
     *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
 ) -> tuple[dict[str, Balance], list[Position] | None]:
-    key = f"k2:trading:account:{link_id}:{int(want_positions)}"
+    key = _account_keys(link_id)[int(want_positions)]
     cached = cache.get(key)
     if cached is not None:
         return cached
@@ -237,8 +237,13 @@ def account_snapshot(
     return snapshot
 
 
+def _account_keys(link_id: Any) -> list[str]:
+    """The cached snapshots of one link: without positions, with positions."""
+    return [f"k2:trading:account:{link_id}:{positions}" for positions in (0, 1)]
+
+
 def account_snapshot_forget(*, link_id: Any) -> None:
-    cache.delete_many([f"k2:trading:account:{link_id}:0", f"k2:trading:account:{link_id}:1"])
+    cache.delete_many(_account_keys(link_id))
 
 
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
@@ -253,10 +258,9 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
         return
     else:
         currency, amount = instrument.base, order.quantity
-    for positions in (0, 1):
-        key = f"k2:trading:account:{link_id}:{positions}"
-        cached = cache.get(key)
-        if cached is None or currency not in cached[0]:
+    updated: dict[str, Any] = {}
+    for key, cached in cache.get_many(_account_keys(link_id)).items():
+        if currency not in cached[0]:
             continue
         balances = dict(cached[0])
         held = balances[currency]
@@ -266,7 +270,9 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
             available=held.available - amount,
             on_hold=held.on_hold + amount,
         )
-        cache.set(key, (balances, cached[1]), timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
+        updated[key] = (balances, cached[1])
+    if updated:
+        cache.set_many(updated, timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
 
 
 def risk_gather(
@@ -317,7 +323,7 @@ def _position(order: Order, instrument: Instrument, inputs: RiskInputs) -> Decim
 
 def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now: datetime) -> Decimal:
     """Run every check on a locked, pending order; return its notional or raise `RiskRejection`.
-    Call inside the transaction that holds `selectors.user_trading_lock` for the order's user."""
+    Call inside the transaction that holds `selectors.order_lock_status` for the order."""
     switches = inputs.switches
     for switch in switches:
         if switch.mode == KillSwitchMode.HALT:
@@ -343,10 +349,12 @@ def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now:
 
     activity = selectors.recent_activity(
         user_id=order.user_id,
+        order_id=order.pk,
+        instrument=order.instrument,
         instrument_type=order.instrument_type,
         now=now,
-        exclude_codes=_RISK_SET,
-        exclude_id=order.pk,
+        risk_codes=_RISK_SET,
+        history=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY,
     )
     per_second, per_minute = activity.last_second, activity.last_minute
     if per_second >= limits.max_orders_per_second:
@@ -407,9 +415,7 @@ def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now:
                     },
                 )
 
-    history = selectors.recent_order_quantities(
-        user_id=order.user_id, instrument=order.instrument, limit=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY
-    )
+    history = activity.quantities
     if len(history) >= settings.K2_RISK_FAT_FINGER_QUANTITY_MIN_HISTORY:
         median = Decimal(statistics.median(history))
         cap = median * limits.fat_finger_quantity_multiple

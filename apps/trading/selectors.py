@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -120,25 +120,35 @@ def order_ids_open_for_user(*, user: Any, instrument: str | None, exchange: str 
 # ---- risk configuration and history -----------------------------------------------------------
 
 
+# The reads below run on every order, inside its risk check. They are written in SQL (one
+# statement each, no ORM compilation) because order placement is latency-critical; their tests
+# are the risk engine's (tests/trading/test_risk.py).
+
+
+def _columns(model: Any) -> str:
+    """A model's columns, named (a prepared `SELECT *` breaks when a migration adds one)."""
+    return ", ".join(f'"{f.column}"' for f in model._meta.concrete_fields)
+
+
+_KILL_SWITCHES_SQL = (
+    f"SELECT {_columns(KillSwitch)} FROM {KillSwitch._meta.db_table} WHERE active AND ("  # noqa: S608 (names from the model)
+    "scope = %s OR (scope = %s AND venue = %s) OR (scope = %s AND user_id = %s))"
+)
+_RISK_LIMITS_SQL = (
+    f"SELECT {_columns(RiskLimit)} FROM {RiskLimit._meta.db_table} "  # noqa: S608 (names from the model)
+    "WHERE (user_id = %s OR user_id IS NULL) AND (instrument_type = %s OR instrument_type = '')"
+)
+
+
 def kill_switches_active(*, user_id: Any, venue: str) -> list[KillSwitch]:
     """The active switches that cover this user at this venue (read fresh on every order)."""
-    return list(
-        KillSwitch.objects.filter(active=True).filter(
-            Q(scope=KillSwitchScope.GLOBAL)
-            | Q(scope=KillSwitchScope.VENUE, venue=venue)
-            | Q(scope=KillSwitchScope.USER, user_id=user_id)
-        )
-    )
+    params = [KillSwitchScope.GLOBAL, KillSwitchScope.VENUE, venue, KillSwitchScope.USER, user_id]
+    return list(KillSwitch.objects.raw(_KILL_SWITCHES_SQL, params))
 
 
 def risk_limit_rows(*, user_id: Any, instrument_type: str) -> list[RiskLimit]:
     """Matching rows, most specific first: user+type, user, type, everyone."""
-    rows = list(
-        RiskLimit.objects.filter(
-            Q(user_id=user_id) | Q(user__isnull=True),
-            Q(instrument_type=instrument_type) | Q(instrument_type=""),
-        )
-    )
+    rows = list(RiskLimit.objects.raw(_RISK_LIMITS_SQL, [user_id, instrument_type]))
 
     def rank(row: RiskLimit) -> int:
         return (0 if row.user_id else 2) + (0 if row.instrument_type else 1)
@@ -151,44 +161,69 @@ class RecentActivity:
     last_second: int
     last_minute: int
     daily_notional: Decimal
+    quantities: list[Decimal]  # of the latest orders on the instrument, newest first
+
+
+_RECENT_ACTIVITY_SQL = """
+SELECT
+    count(*) FILTER (WHERE created_at >= %(second)s AND NOT risk_refused),
+    count(*) FILTER (WHERE created_at >= %(minute)s AND NOT risk_refused),
+    coalesce(sum(notional) FILTER (
+        WHERE instrument_type = %(instrument_type)s AND created_at >= %(today)s
+          AND submitted_at IS NOT NULL AND status <> %(rejected)s
+          AND NOT (status = %(cancelled)s AND filled_quantity = 0)
+    ), 0),
+    ARRAY(
+        SELECT quantity FROM orders
+        WHERE user_id = %(user_id)s AND instrument = %(instrument)s AND id <> %(order_id)s
+          AND submitted_at IS NOT NULL AND status <> %(rejected)s
+        ORDER BY created_at DESC LIMIT %(history)s
+    )
+FROM (
+    SELECT created_at, instrument_type, submitted_at, status, filled_quantity, notional,
+           (status = %(rejected)s AND error_code = ANY(%(risk_codes)s)) AS risk_refused
+    FROM orders
+    WHERE user_id = %(user_id)s AND created_at >= %(since)s AND id <> %(order_id)s
+) AS recent
+"""
 
 
 def recent_activity(
-    *, user_id: Any, instrument_type: str, now: datetime, exclude_codes: frozenset[str], exclude_id: Any
+    *,
+    user_id: Any,
+    order_id: Any,
+    instrument: str,
+    instrument_type: str,
+    now: datetime,
+    risk_codes: frozenset[str],
+    history: int,
 ) -> RecentActivity:
-    """One query for the velocity and daily checks.
+    """One statement for the velocity, daily and order-size checks (other than this order).
 
-    Velocity counts the user's orders created in the window (other than this one), except those
-    the risk engine itself refused. The daily notional sums today's (UTC) orders of this
-    instrument type that passed the risk engine and were not refused or cancelled unfilled: what
-    the user has committed to trade today."""
+    Velocity counts the user's orders created in the window, except those the risk engine itself
+    refused. The daily notional sums today's (UTC) orders of this instrument type that passed the
+    risk engine and were not refused or cancelled unfilled: what the user has committed to trade
+    today. The quantities are those of the user's latest orders on the instrument that reached
+    the venue (not refused)."""
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    risk_refused = Q(status=OrderStatus.REJECTED, error_code__in=exclude_codes)
-    committed = (
-        Q(instrument_type=instrument_type, created_at__gte=today, submitted_at__isnull=False)
-        & ~Q(status=OrderStatus.REJECTED)
-        & ~Q(status=OrderStatus.CANCELLED, filled_quantity=0)
-    )
-    row = (
-        Order.objects.filter(user_id=user_id, created_at__gte=min(today, now - timedelta(minutes=1)))
-        .exclude(pk=exclude_id)
-        .aggregate(
-            second=Count("pk", filter=Q(created_at__gte=now - timedelta(seconds=1)) & ~risk_refused),
-            minute=Count("pk", filter=Q(created_at__gte=now - timedelta(minutes=1)) & ~risk_refused),
-            daily=Sum("notional", filter=committed),
-        )
-    )
-    return RecentActivity(row["second"], row["minute"], row["daily"] or Decimal(0))
-
-
-def recent_order_quantities(*, user_id: Any, instrument: str, limit: int) -> list[Decimal]:
-    """Quantities of the user's latest orders on this instrument that reached the venue."""
-    return list(
-        Order.objects.filter(user_id=user_id, instrument=instrument, submitted_at__isnull=False)
-        .exclude(status=OrderStatus.REJECTED)
-        .order_by("-created_at")
-        .values_list("quantity", flat=True)[:limit]
-    )
+    params = {
+        "user_id": user_id,
+        "order_id": order_id,
+        "instrument": instrument,
+        "instrument_type": instrument_type,
+        "second": now - timedelta(seconds=1),
+        "minute": now - timedelta(minutes=1),
+        "today": today,
+        "since": min(today, now - timedelta(minutes=1)),
+        "rejected": OrderStatus.REJECTED,
+        "cancelled": OrderStatus.CANCELLED,
+        "risk_codes": sorted(risk_codes),
+        "history": history,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RECENT_ACTIVITY_SQL, params)
+        second, minute, daily, quantities = cursor.fetchone()
+    return RecentActivity(second, minute, daily, list(quantities))
 
 
 # ---- locks --------------------------------------------------------------------------------------
@@ -196,11 +231,18 @@ def recent_order_quantities(*, user_id: Any, instrument: str, limit: int) -> lis
 
 def order_lock(*, order_id: Any) -> Order | None:
     """Lock one order row (inside a transaction)."""
-    return Order.objects.select_for_update().filter(pk=order_id).first()
+    return next(iter(Order.objects.select_for_update().filter(pk=order_id)), None)
 
 
-def user_trading_lock(*, user_id: Any) -> None:
-    """Serialise one user's risk checks (transaction-scoped advisory lock), so two concurrent
-    orders cannot both pass a daily or velocity limit that only one of them fits in."""
+def order_lock_status(*, order_id: Any, user_id: Any) -> str | None:
+    """Lock one order row and its user's risk checks, in one statement; return the order's status
+    (None if there is no such order). The user lock (advisory, transaction-scoped) serialises one
+    user's risk checks, so two concurrent orders cannot both pass a daily or velocity limit that
+    only one of them fits in."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"k2:trading:user:{user_id}"])
+        cursor.execute(
+            "SELECT status, pg_advisory_xact_lock(hashtext(%s)) FROM orders WHERE id = %s FOR UPDATE",
+            [f"k2:trading:user:{user_id}", order_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None

@@ -39,6 +39,7 @@ from apps.exchanges.adapters.base import OrderType as VenueOrderType
 from apps.exchanges.adapters.base import Outcome as VenueOutcome
 from apps.exchanges.adapters.base import Side as VenueSide
 from apps.exchanges.adapters.base import TimeInForce as VenueTimeInForce
+from apps.exchanges.calls import CallRecorder
 from apps.exchanges.models import ExchangeLink
 from apps.exchanges.selectors import exchange_link_active
 from apps.exchanges.services import link_credentials
@@ -181,11 +182,14 @@ def _status_from_fills(order: Order, proposed: str) -> str:
 
 
 def order_apply_venue_state(
-    *, order_id: Any, state: OrderState, source: str, actor: Any = None
+    *, order_id: Any, state: OrderState, source: str, actor: Any = None, calls: CallRecorder | None = None
 ) -> Order | None:
-    """Record what the venue says about an order (any source, any order, any number of times)."""
+    """Record what the venue says about an order (any source, any order, any number of times).
+    `calls`: the venue requests that produced `state`, audited in the same transaction."""
     with transaction.atomic(durable=True):
         order = selectors.order_lock(order_id=order_id)
+        if calls is not None:
+            calls.flush(actor, order or ("trading.order", str(order_id)))
         if order is None:
             return None
         changed = _merge_numbers(
@@ -380,7 +384,7 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
 
     credentials = link_credentials(link)
     inputs = risk.risk_gather(order=order, instrument=instrument, link_id=link.pk, credentials=credentials)
-    order = _order_risk_check(order_id=order.pk, instrument=instrument, inputs=inputs, actor=actor)
+    order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
     risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
@@ -435,13 +439,14 @@ def _order_create(
         return existing, False
 
 
-def _order_risk_check(*, order_id: Any, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:
+def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:
+    """`order` is the intent as `_order_create` stored it. While it is still pending nothing else
+    has changed it, so only its status is locked and read here."""
     with transaction.atomic(durable=True):
-        order = selectors.order_lock(order_id=order_id)
-        assert order is not None
-        selectors.user_trading_lock(user_id=order.user_id)
-        if order.status != OrderStatus.PENDING:
-            return order  # cancelled while we gathered inputs
+        if selectors.order_lock_status(order_id=order.pk, user_id=order.user_id) != OrderStatus.PENDING:
+            locked = selectors.order_lock(order_id=order.pk)
+            assert locked is not None
+            return locked  # cancelled while we gathered inputs
         try:
             notional = risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now())
         except RiskRejection as rejection:
@@ -489,6 +494,7 @@ def order_submit(*, order: Order, credentials: Any, actor: Any = None) -> Order:
     """Send a `submitted` order to its venue (no transaction open) and record the answer.
     Never resends: an answer that does not settle the outcome leaves the order `unknown`."""
     request = _venue_request(order)
+    calls = CallRecorder()  # the venue request is audited with the answer it brought
 
     async def send(adapter: ExchangeAdapter) -> OrderState:
         return await adapter.place_order(request)
@@ -499,17 +505,19 @@ def order_submit(*, order: Order, credentials: Any, actor: Any = None) -> Order:
             send,
             credentials=credentials,
             timeout=settings.K2_TRADING_SUBMIT_TIMEOUT_SECONDS,
-            actor=actor,
-            target=order,
+            recorder=calls,
         )
     except UNKNOWN_OUTCOME_ERRORS as error:
-        return _order_mark_unknown(order_id=order.pk, reason=f"{error.code}: {error.message}", actor=actor)
+        reason = f"{error.code}: {error.message}"
+        return _order_mark_unknown(order_id=order.pk, reason=reason, actor=actor, calls=calls)
     except ex.ExchangeError as error:
-        return _order_venue_rejected(order_id=order.pk, error=error, actor=actor)
+        return _order_venue_rejected(order_id=order.pk, error=error, actor=actor, calls=calls)
     except Exception as error:  # a bug after sending must not make the order look failed
         log.exception("order_submit_unexpected", order_id=str(order.pk))
-        return _order_mark_unknown(order_id=order.pk, reason=type(error).__name__, actor=actor)
-    applied = order_apply_venue_state(order_id=order.pk, state=state, source="submit", actor=actor)
+        return _order_mark_unknown(order_id=order.pk, reason=type(error).__name__, actor=actor, calls=calls)
+    applied = order_apply_venue_state(
+        order_id=order.pk, state=state, source="submit", actor=actor, calls=calls
+    )
     assert applied is not None
     if applied.status == OrderStatus.OPEN and (
         order.order_type == "market" or order.time_in_force in ("ioc", "fok")
@@ -543,12 +551,16 @@ def _order_refresh(*, order: Order, credentials: Any, actor: Any) -> Order | Non
     return applied
 
 
-def _order_mark_unknown(*, order_id: Any, reason: str, actor: Any) -> Order:
+def _order_mark_unknown(
+    *, order_id: Any, reason: str, actor: Any, calls: CallRecorder | None = None
+) -> Order:
     from apps.trading.tasks import order_reconcile_task
 
     with transaction.atomic(durable=True):
         order = selectors.order_lock(order_id=order_id)
         assert order is not None
+        if calls is not None:
+            calls.flush(actor, order)
         if order_transition(
             order, status=OrderStatus.UNKNOWN, source="submit", actor=actor, details={"reason": reason}
         ):
@@ -565,10 +577,14 @@ def _order_mark_unknown(*, order_id: Any, reason: str, actor: Any) -> Order:
     return order
 
 
-def _order_venue_rejected(*, order_id: Any, error: ex.ExchangeError, actor: Any) -> Order:
+def _order_venue_rejected(
+    *, order_id: Any, error: ex.ExchangeError, actor: Any, calls: CallRecorder | None = None
+) -> Order:
     with transaction.atomic(durable=True):
         order = selectors.order_lock(order_id=order_id)
         assert order is not None
+        if calls is not None:
+            calls.flush(actor, order)
         details = {"venue": order.exchange, "venue_code": error.venue_code}
         order.metadata = {**order.metadata, "rejection": {"venue": order.exchange}, "rejected_by": "venue"}
         if order_transition(

@@ -158,11 +158,17 @@ def venue_call(
     timeout: float,
     actor: Any = None,
     target: Any = None,
+    recorder: CallRecorder | None = None,
 ) -> T:
     """Run `call(adapter)` from sync code within `timeout` seconds; audit every venue request.
-    Raises the adapter's `ExchangeError`s as they are, and `VenueCallTimeout` on our deadline."""
-    recorder = CallRecorder()
-    try:
+    Raises the adapter's `ExchangeError`s as they are, and `VenueCallTimeout` on our deadline.
+
+    With a `recorder` the caller writes the audit entries (`recorder.flush`), typically in the
+    transaction that records the venue's answer; without one they are written here."""
+    if recorder is not None:
         return get_venue_loop().run(venue, call, credentials, recorder, timeout)
+    own = CallRecorder()
+    try:
+        return get_venue_loop().run(venue, call, credentials, own, timeout)
     finally:
-        recorder.flush(actor, target)
+        own.flush(actor, target)

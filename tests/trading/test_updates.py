@@ -77,8 +77,11 @@ def test_user_stream_records_fills_and_pushes_order_updates(
 
     eventually(lambda: updates_for(order) and updates_for(order)[-1]["status"] == "filled")
     statuses = [m["status"] for m in updates_for(order)]
-    assert statuses[:3] == ["pending", "submitted", "open"]
+    assert statuses[:2] == ["pending", "submitted"]
     assert statuses[-1] == "filled"
+    # The venue's answer (open) and the stream's fills race: the fills may land first, and then
+    # the late "open" is a regression the state machine ignores, so it is never announced.
+    assert set(statuses[2:-1]) <= {"open", "partial"}
     last = updates_for(order)[-1]
     assert last["type"] == "order_update"
     assert last["filled_quantity"] == "0.02"

@@ -1,0 +1,37 @@
+"""Django's Redis cache with one connection pool per process instead of one per thread.
+
+Django keeps a cache object per thread (per async context). Under ASGI every request runs its
+sync code in a fresh thread, so the stock backend opened a new Redis connection for every request.
+redis-py's pool is thread-safe and resets itself in a forked child, so all threads share one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+_pools: dict[tuple[str, str], Any] = {}
+_pools_lock = threading.Lock()
+
+
+class SharedPoolRedisCacheClient(RedisCacheClient):
+    def _get_connection_pool(self, write: bool) -> Any:
+        this: Any = self  # django-stubs do not declare the client's private attributes
+        server = this._servers[this._get_connection_pool_index(write)]
+        options = this._pool_options
+        key = (server, repr(sorted(options.items(), key=lambda item: item[0])))
+        pool = _pools.get(key)
+        if pool is None:
+            with _pools_lock:
+                pool = _pools.get(key)
+                if pool is None:
+                    pool = _pools[key] = this._pool_class.from_url(server, **options)
+        return pool
+
+
+class SharedPoolRedisCache(RedisCache):
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._class = SharedPoolRedisCacheClient

@@ -1,0 +1,53 @@
+"""Connections are shared per process, not per thread: ASGI runs every request's sync code in a
+fresh thread, and per-thread connections (Django's defaults) meant a new PostgreSQL and a new
+Redis connection for every request."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+
+
+@pytest.mark.django_db(transaction=True)
+def test_threads_reuse_pooled_database_connections() -> None:
+    backends: list[int] = []
+
+    def request() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backends.append(cursor.fetchone()[0])
+        connection.close()  # what Django does when a request ends: back to the pool
+
+    for _ in range(5):
+        thread = threading.Thread(target=request)
+        thread.start()
+        thread.join(10)
+    assert len(backends) == 5
+    assert len(set(backends)) == 1
+
+
+def test_threads_share_one_connection_pool() -> None:
+    key = f"test:{uuid.uuid4().hex}"
+    pools: list[object] = []
+    created: list[int] = []
+
+    def request() -> None:
+        cache = caches["default"]  # a new cache object in every thread, as in a request
+        cache.set(key, 1, 30)
+        assert cache.get(key) == 1
+        pool = cache._cache._get_connection_pool(True)  # type: ignore[attr-defined]
+        pools.append(pool)
+        created.append(pool._created_connections)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+        thread.join(10)  # one after the other: a request returns its connection when done
+    assert len(pools) == 8
+    assert len({id(pool) for pool in pools}) == 1
+    assert max(created) == created[0] <= 2  # the same connection served every "request"
+    caches["default"].delete(key)
