@@ -1,13 +1,21 @@
 """Order placement through K2 (HTTP -> auth -> risk -> venue simulator -> response) vs the adapter
 calling the same simulator directly, in the same run: p50/p99, sequential and concurrent.
 
-    python -m k2.devstack run -- python -m bench trading [--orders 200] [--clients 20] [--per-client 25]
+    python -m k2.devstack run -- python -m bench trading [--orders 200] [--clients 20] [--rate 20]
 
 Everything is real and local: the Crypto.com simulator in its own process, K2's web process
 (uvicorn, as the Procfile runs it) in another, PostgreSQL and Redis from the devstack. Each
 concurrent client is its own user with its own linked simulator account (venue rate limits are
 per API key). Orders are resting limit buys 5 % under the market, cancelled between phases
 (untimed). K2's overhead = K2's latency - the direct adapter's latency at the same percentile.
+
+Three load shapes, each run on both paths:
+- sequential: one client, the next order as soon as the previous answer is in;
+- paced: `--clients` clients placing `--rate` orders/s between them (Poisson arrivals, seeded).
+  Latency is measured from when an order was due, so a slow answer that delays the client's
+  next order counts against it (no coordinated omission);
+- saturated: the same clients with no pause between orders. This measures capacity (orders/s);
+  its latency is mostly time spent queueing behind the other clients' orders.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,15 +41,20 @@ PASSWORD = "bench-Passw0rd!-bench"
 QUANTITY = Decimal("0.001")
 
 
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 @dataclass
 class Result:
     name: str
     samples: list[float]
     seconds: float
+    app_ms: list[float] = field(default_factory=list)  # K2: Django's own time (Server-Timing)
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return percentile(self.samples, q)
 
 
 def free_port() -> int:
@@ -143,7 +157,46 @@ async def cancel_everything(sim: str, traders: list[dict[str, Any]]) -> None:
             await adapter.cancel_all_orders()
 
 
-async def direct(sim: str, traders: list[dict[str, Any]], per_client: int, price: Decimal) -> Result:
+def schedule(clients: int, per_client: int, rate: float | None, seed: int) -> list[list[float]]:
+    """When each client's orders are due (seconds from the start); all zeros: no pacing."""
+    if not rate:
+        return [[0.0] * per_client for _ in range(clients)]
+    rng = random.Random(seed)
+    mean_gap = clients / rate  # each client's own rate is rate / clients
+    plans = []
+    for _ in range(clients):
+        due, plan = rng.uniform(0, mean_gap), []
+        for _ in range(per_client):
+            plan.append(due)
+            due += rng.expovariate(1 / mean_gap)
+        plans.append(plan)
+    return plans
+
+
+async def drive(
+    traders: list[dict[str, Any]],
+    plans: list[list[float]],
+    send: Any,
+) -> Result:
+    """Run every client's plan; `send(trader, session)` places one order. A paced order's latency
+    counts from when it was due, an unpaced one's from when it was sent."""
+    samples: list[float] = []
+    started = time.perf_counter()
+
+    async def client(trader: dict[str, Any], plan: list[float], session: Any) -> None:
+        for due in plan:
+            wait = started + due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            t0 = time.perf_counter() if due == 0 else started + due
+            await send(trader, session)
+            samples.append((time.perf_counter() - t0) * 1000)
+
+    await asyncio.gather(*(client(t, p, t["session"]) for t, p in zip(traders, plans, strict=True)))
+    return Result("", samples, time.perf_counter() - started)
+
+
+async def direct(sim: str, traders: list[dict[str, Any]], plans: list[list[float]], price: Decimal) -> Result:
     """The adapter alone: one long-lived client per account, production settings (rate limits on)."""
     import redis.asyncio as aioredis
 
@@ -151,53 +204,59 @@ async def direct(sim: str, traders: list[dict[str, Any]], per_client: int, price
     from apps.exchanges.adapters.cryptocom import CryptocomAdapter
 
     redis = aioredis.Redis.from_url(os.environ["REDIS_URL"])
-    samples: list[float] = []
-
-    async def client(trader: dict[str, Any]) -> None:
+    adapters = []
+    for trader in traders:
         creds = Credentials(trader["account"]["api_key"], trader["account"]["api_secret"])
-        async with CryptocomAdapter(credentials=creds, base_url=f"{sim}/exchange/v1", redis=redis) as adapter:
-            for _ in range(per_client):
-                request = OrderRequest(
-                    "BTC-USD", Side.BUY, OrderType.LIMIT, QUANTITY, uuid.uuid4().hex, price=price
-                )
-                t0 = time.perf_counter()
-                await adapter.place_order(request)
-                samples.append((time.perf_counter() - t0) * 1000)
+        adapter = CryptocomAdapter(credentials=creds, base_url=f"{sim}/exchange/v1", redis=redis)
+        adapters.append({**trader, "session": adapter})
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client(t) for t in traders))
-    elapsed = time.perf_counter() - started
-    await redis.aclose()
-    return Result("", samples, elapsed)
+    async def send(trader: dict[str, Any], adapter: Any) -> None:
+        request = OrderRequest("BTC-USD", Side.BUY, OrderType.LIMIT, QUANTITY, uuid.uuid4().hex, price=price)
+        await adapter.place_order(request)
+
+    try:
+        return await drive(adapters, plans, send)
+    finally:
+        for entry in adapters:
+            await entry["session"].close()
+        await redis.aclose()
 
 
-async def through_k2(web: str, traders: list[dict[str, Any]], per_client: int, price: Decimal) -> Result:
-    samples: list[float] = []
-    statuses: dict[int, int] = {}
+async def through_k2(
+    web: str, traders: list[dict[str, Any]], plans: list[list[float]], price: Decimal
+) -> Result:
+    sessions = [
+        {
+            **t,
+            "session": httpx.AsyncClient(
+                base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30
+            ),
+        }
+        for t in traders
+    ]
 
-    async def client(trader: dict[str, Any]) -> None:
-        headers = {"Authorization": f"Bearer {trader['token']}"}
-        async with httpx.AsyncClient(base_url=web, headers=headers, timeout=30) as http:
-            for _ in range(per_client):
-                body = {
-                    "instrument": "BTC-USD",
-                    "side": "buy",
-                    "order_type": "limit",
-                    "quantity": str(QUANTITY),
-                    "price": str(price),
-                    "client_order_id": uuid.uuid4().hex,
-                }
-                t0 = time.perf_counter()
-                response = await http.post("/v1/orders", json=body)
-                samples.append((time.perf_counter() - t0) * 1000)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                if response.status_code != 201:
-                    raise RuntimeError(f"K2 answered {response.status_code}: {response.text[:300]}")
+    async def send(trader: dict[str, Any], http: httpx.AsyncClient) -> None:
+        body = {
+            "instrument": "BTC-USD",
+            "side": "buy",
+            "order_type": "limit",
+            "quantity": str(QUANTITY),
+            "price": str(price),
+            "client_order_id": uuid.uuid4().hex,
+        }
+        response = await http.post("/v1/orders", json=body)
+        if response.status_code != 201:
+            raise RuntimeError(f"K2 answered {response.status_code}: {response.text[:300]}")
+        app_ms.append(float(response.headers["Server-Timing"].split("dur=")[1]))
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client(t) for t in traders))
-    elapsed = time.perf_counter() - started
-    return Result("", samples, elapsed)
+    app_ms: list[float] = []
+    try:
+        result = await drive(sessions, plans, send)
+    finally:
+        for entry in sessions:
+            await entry["session"].aclose()
+    result.app_ms = app_ms
+    return result
 
 
 async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
@@ -211,21 +270,27 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
         traders = await asyncio.to_thread(prepare, sim, args.clients)
         web_proc, web = start_web(dict(os.environ), args.web_workers)
         price = await price_below_market(sim)
-        # warm up both paths (connections, imports, caches)
-        await through_k2(web, traders[:1], 10, price)
-        await direct(sim, traders[:1], 10, price)
+        one = traders[:1]
+        # warm up both paths for every client (connections, imports, caches)
+        await through_k2(web, traders, schedule(len(traders), 3, None, 0), price)
+        await direct(sim, traders, schedule(len(traders), 3, None, 0), price)
         await cancel_everything(sim, traders)
+        shapes = [
+            ("sequential, 1 client", one, schedule(1, args.orders, None, 0)),
+            (
+                f"paced, {len(traders)} clients, {args.rate:g}/s",
+                traders,
+                schedule(len(traders), args.per_client, args.rate, args.seed),
+            ),
+            (f"saturated, {len(traders)} clients", traders, schedule(len(traders), args.per_client, None, 0)),
+        ]
         rows = []
-        seq_direct = await direct(sim, traders[:1], args.orders, price)
-        await cancel_everything(sim, traders[:1])
-        seq_k2 = await through_k2(web, traders[:1], args.orders, price)
-        await cancel_everything(sim, traders[:1])
-        rows.append(("sequential, 1 client", seq_direct, seq_k2))
-        con_direct = await direct(sim, traders, args.per_client, price)
-        await cancel_everything(sim, traders)
-        con_k2 = await through_k2(web, traders, args.per_client, price)
-        await cancel_everything(sim, traders)
-        rows.append((f"concurrent, {len(traders)} clients", con_direct, con_k2))
+        for mode, who, plans in shapes:
+            d = await direct(sim, who, plans, price)
+            await cancel_everything(sim, who)
+            k = await through_k2(web, who, plans, price)
+            await cancel_everything(sim, who)
+            rows.append((mode, d, k))
         return rows
     finally:
         for proc in (web_proc, sim_proc):
@@ -235,21 +300,27 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
 
 
 def print_table(rows: list[tuple[str, Result, Result]]) -> None:
-    header = f"{'mode':24} {'path':8} {'n':>5} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    header = f"{'mode':30} {'path':8} {'n':>5} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     print(header)
     print("-" * len(header))
     for mode, d, k in rows:
         for path, r in (("direct", d), ("K2", k)):
             rate = len(r.samples) / r.seconds
             print(
-                f"{mode:24} {path:8} {len(r.samples):5d} {rate:9.1f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f} "
+                f"{mode:30} {path:8} {len(r.samples):5d} {rate:9.1f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f} "
                 f"{max(r.samples):8.2f}"
             )
+        if k.app_ms:
+            print(
+                f"{mode:30} {'K2 app':8} {'':5} {'':9} {percentile(k.app_ms, 0.5):8.2f} "
+                f"{percentile(k.app_ms, 0.99):8.2f} {max(k.app_ms):8.2f}"
+            )
         print(
-            f"{mode:24} {'overhead':8} {'':5} {'':9} {k.pct(0.5) - d.pct(0.5):8.2f} "
+            f"{mode:30} {'overhead':8} {'':5} {'':9} {k.pct(0.5) - d.pct(0.5):8.2f} "
             f"{k.pct(0.99) - d.pct(0.99):8.2f}"
         )
-    print("\ngoal: K2 overhead < 15 ms at p50 and < 30 ms at p99")
+    print("\ngoal: K2 overhead < 15 ms at p50 and < 30 ms at p99 (sequential and paced);")
+    print("saturated: capacity in orders/s, its latency is queueing (clients / throughput)")
 
 
 def main(argv: list[str]) -> int:
@@ -260,6 +331,10 @@ def main(argv: list[str]) -> int:
         "--per-client", type=int, default=25, help="orders per concurrent client (default 25)"
     )
     parser.add_argument(
+        "--rate", type=float, default=20.0, help="paced phase: orders/s across all clients (default 20)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="paced phase: arrival schedule seed")
+    parser.add_argument(
         "--web-workers",
         type=int,
         default=os.cpu_count() or 1,
@@ -269,6 +344,7 @@ def main(argv: list[str]) -> int:
     args.orders = max(10, min(args.orders, 2000))
     args.clients = max(1, min(args.clients, 50))
     args.per_client = max(5, min(args.per_client, 100))
+    args.rate = max(1.0, min(args.rate, 500.0))
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         print("run under the devstack: python -m k2.devstack run -- python -m bench trading")
         return 2

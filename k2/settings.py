@@ -131,7 +131,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
 if DATABASE_POOL_MAX_SIZE > 0:
     DATABASES["default"]["OPTIONS"]["pool"] = {
-        "min_size": 1,
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
         "max_size": DATABASE_POOL_MAX_SIZE,
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         "max_idle": 300,
@@ -246,8 +246,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "k2.api.throttling.AnonRateThrottle",
+        "k2.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="120/min"),
@@ -536,6 +536,7 @@ LOGGING = {
         "django.request": {"level": "ERROR"},  # our exception handler logs 5xx itself
         "django.server": {"level": "WARNING"},
         "uvicorn.access": {"level": "WARNING"},  # the audit log records every request
+        "httpx": {"level": "WARNING"},  # every venue request is audited (exchange.call)
         "celery": {"level": LOG_LEVEL},
     },
 }

@@ -35,3 +35,9 @@ class SharedPoolRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = SharedPoolRedisCacheClient
+
+    def client(self, *, write: bool = False) -> Any:
+        """A redis-py client on the shared pool, for what the cache API cannot say (scripts).
+        Keys are the caller's: pass them through `make_key` to share the cache's namespace."""
+        this: Any = self
+        return this._cache.get_client(write=write)

@@ -1,8 +1,10 @@
 """Request id: accepted from `X-Request-ID` when valid, else generated; echoed on the response,
-bound to every log line of the request and available to the audit log and the API envelope."""
+bound to every log line of the request and available to the audit log and the API envelope.
+The response also carries `Server-Timing: app;dur=<ms>`, the time Django spent on it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import structlog
@@ -44,9 +46,11 @@ class RequestIdMiddleware:
         # middleware chain returns, and that line must still carry the request id.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(trace_id=request_id)
+        started = time.perf_counter()
         try:
             response = self.get_response(request)
         finally:
             context.current.reset(token)
         response[HEADER] = request_id
+        response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response

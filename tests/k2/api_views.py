@@ -6,10 +6,10 @@ from rest_framework import permissions, serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from k2.api.exceptions import ConflictError
+from k2.api.throttling import AnonRateThrottle
 from k2.audit.models import AuditEntry
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 
 import pytest
 import structlog
@@ -87,6 +88,29 @@ def test_throttled_is_429_with_retry_after(client):
     body = assert_error(response, 429, "RATE_LIMITED")
     assert int(response["Retry-After"]) >= 1
     assert body["error"]["details"]["retry_after_seconds"] >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_throttle_counts_exactly_under_concurrent_requests():
+    # Twelve requests at once from one address against 2/min: exactly two get through (a
+    # read-then-write counter lets several through together). Other tests use another address.
+    statuses: list[int] = []
+    gate = threading.Barrier(12)
+
+    def request() -> None:
+        client = Client(REMOTE_ADDR="10.20.30.40")
+        gate.wait(10)
+        statuses.append(client.get("/v1/test/throttled").status_code)
+
+    threads = [threading.Thread(target=request) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(statuses) == [200, 200] + [429] * 10
+    response = Client(REMOTE_ADDR="10.20.30.40").get("/v1/test/throttled")
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 60
 
 
 def test_unexpected_error_is_generic_500_and_logged_not_leaked(client):

@@ -10,7 +10,6 @@ from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from apps.accounts import selectors, services
@@ -19,6 +18,7 @@ from apps.accounts.choices import OAuthProvider, SessionRevokeReason
 from apps.accounts.exceptions import AuthError
 from apps.accounts.models import Session, User
 from k2.api.pagination import EnvelopeCursorPagination
+from k2.api.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from k2.observability.middleware import client_ip
 
 _AUTH_THROTTLES = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
