@@ -1,5 +1,6 @@
 """ASGI entry point: Django (DRF, admin) over HTTP, Channels consumers over WebSocket."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -8,7 +9,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from k2.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+
+# Everything loaded by now (settings, apps, models, URL patterns: ~140k objects) lives as long
+# as the process. Freezing it takes it out of the cycle collector's sight: a full collection
+# would otherwise walk all of it, a ~70 ms stall for every request in flight at that moment.
+get_resolver().url_patterns  # noqa: B018 (imports every view module before the freeze)
+gc.freeze()
