@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 
 import pytest
@@ -33,6 +34,7 @@ def assert_error(response, status: int, code: str) -> dict:
     assert "details" in body["error"]
     assert body["meta"]["request_id"] == response["X-Request-ID"]
     assert body["meta"]["timestamp"].endswith("Z")
+    assert re.fullmatch(r"app;dur=\d+\.\d", response["Server-Timing"])
     return body
 
 
