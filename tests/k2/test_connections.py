@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from django.core.cache import caches
@@ -20,7 +21,7 @@ def test_threads_reuse_pooled_database_connections() -> None:
         connection.close()  # what Django does when a request ends: back to the pool
 
     request()
-    pool = connection.pool
+    pool: Any = getattr(connection, "pool", None)  # the PostgreSQL backend's psycopg pool
     assert pool is not None
     pool.wait(timeout=10)  # the pool has opened the connections it keeps
     opened = pool.get_stats()["connections_num"]
