@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 # Settings that let lint/type tools import Django settings without a running stack.
-TOOL_ENV := K2_ENV=test DJANGO_SECRET_KEY=lint-only DATABASE_URL=postgres://lint@127.0.0.1:1/lint \
+TOOL_ENV := K2_ENV=test DJANGO_SECRET_KEY=lint-only DATABASE_URL=postgres://lint@127.0.0.1:1/lint DATABASE_POOL_MAX_SIZE=0 \
 	REDIS_URL=redis://127.0.0.1:1/0 K2_VAULT_MASTER_KEYS=lint:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
 	K2_VAULT_ACTIVE_KEY_ID=lint
 ARGS ?=

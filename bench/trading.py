@@ -268,7 +268,8 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
         os.environ["K2_CRYPTOCOM_USER_WS_URL"] = f"{sim.replace('http', 'ws')}/exchange/v1/user"
         os.environ["API_THROTTLE_USER"] = "1000000/min"
         traders = await asyncio.to_thread(prepare, sim, args.clients)
-        web_proc, web = start_web(dict(os.environ), args.web_workers)
+        web_env = {"DATABASE_POOL_MAX_SIZE": "10", **os.environ}  # as the Procfile's web process
+        web_proc, web = start_web(web_env, args.web_workers)
         price = await price_below_market(sim)
         one = traders[:1]
         # warm up both paths for every client (connections, imports, caches)

@@ -125,17 +125,20 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=5
 )
 # Under ASGI every request runs its sync code in a fresh thread, so Django's per-thread persistent
-# connections (CONN_MAX_AGE) are never reused: each request would pay a new connection. A psycopg
-# pool per process is shared by all threads; a connection is checked before it is handed out.
+# connections (CONN_MAX_AGE) are never reused: each request would pay a new connection. The web
+# process (Procfile) therefore uses a psycopg pool shared by all its threads; a connection is
+# checked before it is handed out and goes back when the request ends. Other processes keep
+# per-thread connections: a thread that never ends its "request" would hold a pooled one forever.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=10)
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+DATABASE_POOL_OPTIONS = {
+    "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), max(DATABASE_POOL_MAX_SIZE, 1)),
+    "max_size": max(DATABASE_POOL_MAX_SIZE, 1),
+    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    "max_idle": 300,
+}
 if DATABASE_POOL_MAX_SIZE > 0:
-    DATABASES["default"]["OPTIONS"]["pool"] = {
-        "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), DATABASE_POOL_MAX_SIZE),
-        "max_size": DATABASE_POOL_MAX_SIZE,
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
-        "max_idle": 300,
-    }
+    DATABASES["default"]["OPTIONS"]["pool"] = DATABASE_POOL_OPTIONS
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 # Parameters bound by the server (not quoted into the SQL by Python), and a statement run this

@@ -4,32 +4,46 @@ Redis connection for every request."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
+from django.db.utils import ConnectionHandler
 
 
 @pytest.mark.django_db(transaction=True)
 def test_threads_reuse_pooled_database_connections() -> None:
-    def request() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        connection.close()  # what Django does when a request ends: back to the pool
+    # The web process's configuration (Procfile: DATABASE_POOL_MAX_SIZE=10), one wrapper per
+    # thread as Django makes them.
+    settings_dict = copy.deepcopy(connection.settings_dict)
+    settings_dict["OPTIONS"]["pool"] = dict(settings.DATABASE_POOL_OPTIONS, max_size=4, min_size=1)
+    settings_dict["CONN_MAX_AGE"] = 0
 
-    request()
-    pool: Any = getattr(connection, "pool", None)  # the PostgreSQL backend's psycopg pool
-    assert pool is not None
-    pool.wait(timeout=10)  # the pool has opened the connections it keeps
-    opened = pool.get_stats()["connections_num"]
-    for _ in range(5):
-        thread = threading.Thread(target=request)
-        thread.start()
-        thread.join(10)
-    assert pool.get_stats()["connections_num"] == opened  # five "requests", no new connection
+    handler = ConnectionHandler({"default": settings_dict})  # per-thread wrappers, as Django's
+
+    def request() -> None:
+        wrapper = handler["default"]
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        wrapper.close()  # what Django does when a request ends: back to the pool
+
+    pooled: Any = handler["default"]
+    try:
+        request()
+        pooled.pool.wait(timeout=10)  # the pool has opened the connections it keeps
+        opened = pooled.pool.get_stats()["connections_num"]
+        for _ in range(5):
+            thread = threading.Thread(target=request)
+            thread.start()
+            thread.join(10)
+        assert pooled.pool.get_stats()["connections_num"] == opened  # 5 "requests", no new connection
+    finally:
+        pooled.close_pool()
 
 
 def test_threads_share_one_connection_pool() -> None:
