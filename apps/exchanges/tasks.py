@@ -16,7 +16,7 @@ def exchange_links_check_task() -> int:
     return len(ids)
 
 
-@shared_task(acks_late=True, ignore_result=True, time_limit=60)
+@shared_task(acks_late=True, ignore_result=True, time_limit=60, soft_time_limit=50)
 def exchange_link_check_task(link_id: Any) -> str:
     from apps.exchanges.services import exchange_link_check
 
