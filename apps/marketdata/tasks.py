@@ -11,7 +11,7 @@ def instruments_sync_task() -> dict[str, str]:
     return {venue: str(result) for venue, result in instruments_sync().items()}
 
 
-@shared_task(acks_late=True, ignore_result=True, time_limit=600, soft_time_limit=540)
+@shared_task(acks_late=True, ignore_result=True, time_limit=600)
 def market_trades_prune_task() -> int:
     """Drop trade dedupe rows past the retention window (bounded batches)."""
     from apps.marketdata.services import market_trades_prune
