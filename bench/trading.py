@@ -173,26 +173,22 @@ def schedule(clients: int, per_client: int, rate: float | None, seed: int) -> li
     return plans
 
 
-async def drive(
-    traders: list[dict[str, Any]],
-    plans: list[list[float]],
-    send: Any,
-) -> Result:
-    """Run every client's plan; `send(trader, session)` places one order. A paced order's latency
-    counts from when it was due, an unpaced one's from when it was sent."""
+async def drive(sessions: list[Any], plans: list[list[float]], send: Any) -> Result:
+    """Run every client's plan; `send(session)` places one order with that client's session. A
+    paced order's latency counts from when it was due, an unpaced one's from when it was sent."""
     samples: list[float] = []
     started = time.perf_counter()
 
-    async def client(trader: dict[str, Any], plan: list[float], session: Any) -> None:
+    async def client(session: Any, plan: list[float]) -> None:
         for due in plan:
             wait = started + due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
             t0 = time.perf_counter() if due == 0 else started + due
-            await send(trader, session)
+            await send(session)
             samples.append((time.perf_counter() - t0) * 1000)
 
-    await asyncio.gather(*(client(t, p, t["session"]) for t, p in zip(traders, plans, strict=True)))
+    await asyncio.gather(*(client(s, p) for s, p in zip(sessions, plans, strict=True)))
     return Result("", samples, time.perf_counter() - started)
 
 
@@ -204,21 +200,24 @@ async def direct(sim: str, traders: list[dict[str, Any]], plans: list[list[float
     from apps.exchanges.adapters.cryptocom import CryptocomAdapter
 
     redis = aioredis.Redis.from_url(os.environ["REDIS_URL"])
-    adapters = []
-    for trader in traders:
-        creds = Credentials(trader["account"]["api_key"], trader["account"]["api_secret"])
-        adapter = CryptocomAdapter(credentials=creds, base_url=f"{sim}/exchange/v1", redis=redis)
-        adapters.append({**trader, "session": adapter})
+    adapters = [
+        CryptocomAdapter(
+            credentials=Credentials(t["account"]["api_key"], t["account"]["api_secret"]),
+            base_url=f"{sim}/exchange/v1",
+            redis=redis,
+        )
+        for t in traders
+    ]
 
-    async def send(trader: dict[str, Any], adapter: Any) -> None:
+    async def send(adapter: Any) -> None:
         request = OrderRequest("BTC-USD", Side.BUY, OrderType.LIMIT, QUANTITY, uuid.uuid4().hex, price=price)
         await adapter.place_order(request)
 
     try:
         return await drive(adapters, plans, send)
     finally:
-        for entry in adapters:
-            await entry["session"].close()
+        for adapter in adapters:
+            await adapter.close()
         await redis.aclose()
 
 
@@ -226,16 +225,11 @@ async def through_k2(
     web: str, traders: list[dict[str, Any]], plans: list[list[float]], price: Decimal
 ) -> Result:
     sessions = [
-        {
-            **t,
-            "session": httpx.AsyncClient(
-                base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30
-            ),
-        }
+        httpx.AsyncClient(base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30)
         for t in traders
     ]
 
-    async def send(trader: dict[str, Any], http: httpx.AsyncClient) -> None:
+    async def send(http: httpx.AsyncClient) -> None:
         body = {
             "instrument": "BTC-USD",
             "side": "buy",
@@ -253,8 +247,8 @@ async def through_k2(
     try:
         result = await drive(sessions, plans, send)
     finally:
-        for entry in sessions:
-            await entry["session"].aclose()
+        for http in sessions:
+            await http.aclose()
     result.app_ms = app_ms
     return result
 

@@ -181,15 +181,22 @@ def _status_from_fills(order: Order, proposed: str) -> str:
     return proposed
 
 
+def _order_lock_audited(*, order_id: Any, calls: CallRecorder | None, actor: Any) -> Order | None:
+    """Lock an order (inside a transaction) and audit there the venue requests whose answer is
+    about to be recorded: the entries exist exactly when the answer does."""
+    order = selectors.order_lock(order_id=order_id)
+    if calls is not None:
+        calls.flush(actor, order or ("trading.order", str(order_id)))
+    return order
+
+
 def order_apply_venue_state(
     *, order_id: Any, state: OrderState, source: str, actor: Any = None, calls: CallRecorder | None = None
 ) -> Order | None:
     """Record what the venue says about an order (any source, any order, any number of times).
     `calls`: the venue requests that produced `state`, audited in the same transaction."""
     with transaction.atomic(durable=True):
-        order = selectors.order_lock(order_id=order_id)
-        if calls is not None:
-            calls.flush(actor, order or ("trading.order", str(order_id)))
+        order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         if order is None:
             return None
         changed = _merge_numbers(
@@ -557,10 +564,8 @@ def _order_mark_unknown(
     from apps.trading.tasks import order_reconcile_task
 
     with transaction.atomic(durable=True):
-        order = selectors.order_lock(order_id=order_id)
+        order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
-        if calls is not None:
-            calls.flush(actor, order)
         if order_transition(
             order, status=OrderStatus.UNKNOWN, source="submit", actor=actor, details={"reason": reason}
         ):
@@ -581,10 +586,8 @@ def _order_venue_rejected(
     *, order_id: Any, error: ex.ExchangeError, actor: Any, calls: CallRecorder | None = None
 ) -> Order:
     with transaction.atomic(durable=True):
-        order = selectors.order_lock(order_id=order_id)
+        order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
-        if calls is not None:
-            calls.flush(actor, order)
         details = {"venue": order.exchange, "venue_code": error.venue_code}
         order.metadata = {**order.metadata, "rejection": {"venue": order.exchange}, "rejected_by": "venue"}
         if order_transition(

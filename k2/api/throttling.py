@@ -30,6 +30,15 @@ redis.call('ZADD', key, now, ARGV[4])
 redis.call('PEXPIRE', key, math.ceil(window * 1000))
 return {1, '0'}
 """
+_script: Any = None
+
+
+def _sliding_window(client: Any) -> Any:
+    """The script, sent to Redis once and run by its SHA afterwards (reloaded if Redis lost it)."""
+    global _script
+    if _script is None:
+        _script = client.register_script(_SLIDING_WINDOW)
+    return _script
 
 
 class RedisRateThrottle(throttling.SimpleRateThrottle):
@@ -48,14 +57,10 @@ class RedisRateThrottle(throttling.SimpleRateThrottle):
             return True
         now = time.time()
         client: Any = cache.client(write=True)  # type: ignore[attr-defined]
-        allowed, oldest = client.eval(
-            _SLIDING_WINDOW,
-            1,
-            cache.make_key(self.key),
-            now,
-            self.duration,
-            self.num_requests,
-            f"{now}:{uuid.uuid4().hex[:8]}",
+        allowed, oldest = _sliding_window(client)(
+            keys=[cache.make_key(self.key)],
+            args=[now, self.duration, self.num_requests, f"{now}:{uuid.uuid4().hex[:8]}"],
+            client=client,
         )
         if allowed:
             return True

@@ -18,16 +18,18 @@ _pools_lock = threading.Lock()
 
 class SharedPoolRedisCacheClient(RedisCacheClient):
     def _get_connection_pool(self, write: bool) -> Any:
+        """Django's per-client `_pools`, filled from the process-wide registry on first use."""
         this: Any = self  # django-stubs do not declare the client's private attributes
-        server = this._servers[this._get_connection_pool_index(write)]
-        options = this._pool_options
-        key = (server, repr(sorted(options.items(), key=lambda item: item[0])))
-        pool = _pools.get(key)
+        index = this._get_connection_pool_index(write)
+        pool = this._pools.get(index)
         if pool is None:
+            server, options = this._servers[index], this._pool_options
+            key = (server, repr(sorted(options.items(), key=lambda item: item[0])))
             with _pools_lock:
                 pool = _pools.get(key)
                 if pool is None:
                     pool = _pools[key] = this._pool_class.from_url(server, **options)
+            this._pools[index] = pool
         return pool
 
 
