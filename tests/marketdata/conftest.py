@@ -140,8 +140,8 @@ class RunningFeed:
             await asyncio.wait_for(self.task, 10)
         except TimeoutError:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            done, _ = await asyncio.wait({self.task}, timeout=5)
+            assert done, "the feed ignored both its stop event and a cancellation"
 
     async def kill(self) -> None:
         """Die without stepping down (no lease release, no stale mark): a crashed process."""

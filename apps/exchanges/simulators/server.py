@@ -27,6 +27,7 @@ from aiohttp import web
 from apps.exchanges.simulators.engine import Account, MatchingEngine, SimSide
 from apps.exchanges.simulators.faults import FaultInjector, FaultKind
 from apps.exchanges.simulators.liquidity import SyntheticMarket
+from k2.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +265,7 @@ class SimulatorServer(abc.ABC):
         log.info("%s simulator listening on %s", self.venue, self.base_url)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
         for sock in list(self.sockets):
             sock.abort()
         if self._runner is not None:

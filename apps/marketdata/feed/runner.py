@@ -53,6 +53,7 @@ from apps.marketdata.candles import aggregate, bucket_start, timeframe_seconds
 from apps.marketdata.choices import INTERVAL_SECONDS
 from apps.marketdata.feed.aggregator import Outcome, PriceAggregator
 from apps.marketdata.feed.lease import LeaseLost, VenueLease
+from k2.aio import cancel_and_wait
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -291,16 +292,8 @@ class VenueFeed:
                         log.info("feed_stream_ended", venue=self.venue, reason=repr(error))
                     task.result()  # re-raise the first failure
             finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-                if self._backfill is not None:
-                    self._backfill.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await self._backfill
-                    self._backfill = None
+                await cancel_and_wait(*tasks, self._backfill)
+                self._backfill = None
                 await self._flush_trades(final=True)
 
     # ---- the stream -----------------------------------------------------------------------
@@ -544,10 +537,6 @@ async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(stopper, task)
     if not task.cancelled():
         task.result()

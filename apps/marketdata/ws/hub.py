@@ -33,6 +33,7 @@ from apps.marketdata.ws.session import (
     ClientSession,
     fragment,
 )
+from k2.aio import cancel_and_wait
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -81,11 +82,7 @@ class Hub:
         await asyncio.wait_for(self._ready.wait(), SUBSCRIBE_TIMEOUT)
 
     async def stop(self) -> None:
-        for task in (self._reader, self._sweeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait(self._reader, self._sweeper)
         self._reader = self._sweeper = None
         for session in list(self.sessions):
             await session.stop()

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from k2.aio import cancel_and_wait
+
 SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
 
@@ -89,9 +91,7 @@ class ClientSession:
         if self._inflight is not None:
             self._inflight.cancel()
         if self._writer is not None and self._writer is not asyncio.current_task():
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+            await cancel_and_wait(self._writer)
         self.pending.clear()
         self.queue.clear()
 

@@ -35,6 +35,7 @@ from apps.exchanges.adapters.base import (
 )
 from apps.exchanges.adapters.cryptocom import symbols, translate
 from apps.exchanges.adapters.cryptocom.client import sign
+from k2.aio import cancel_and_wait
 
 E = TypeVar("E")
 _CLOSED = object()
@@ -111,9 +112,8 @@ class CryptocomStream(Generic[E]):
     async def close(self) -> None:
         """Stop the connection loop; bounded in time even if the socket will not close politely."""
         if self._task is not None:
-            self._task.cancel()
-            done, _ = await asyncio.wait({self._task}, timeout=self.settings.close_timeout + 1)
-            if not done and self._ws is not None:
+            ended = await cancel_and_wait(self._task, timeout=self.settings.close_timeout + 1)
+            if not ended and self._ws is not None:
                 self._ws.transport.abort()
             self._task = None
         with contextlib.suppress(asyncio.QueueFull):

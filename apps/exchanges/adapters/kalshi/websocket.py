@@ -43,6 +43,7 @@ from apps.exchanges.adapters.base import (
 )
 from apps.exchanges.adapters.kalshi import signing, translate
 from apps.exchanges.adapters.kalshi.types import MarketLifecycle
+from k2.aio import cancel_and_wait
 
 E = TypeVar("E")
 _CLOSED = object()
@@ -146,9 +147,7 @@ class KalshiStream(Generic[E]):
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_CLOSED)
