@@ -1,4 +1,4 @@
-"""Django's Redis cache with one connection pool per process instead of one per thread.
+"""Django's Redis cache with one connection pool (and client) per process, not one per thread.
 
 Django keeps a cache object per thread (per async context). Under ASGI every request runs its
 sync code in a fresh thread, so the stock backend opened a new Redis connection for every request.
@@ -12,25 +12,30 @@ from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
-_pools: dict[tuple[str, str], Any] = {}
-_pools_lock = threading.Lock()
+_clients: dict[tuple[str, str], Any] = {}
+_clients_lock = threading.Lock()
 
 
 class SharedPoolRedisCacheClient(RedisCacheClient):
-    def _get_connection_pool(self, write: bool) -> Any:
-        """Django's per-client `_pools`, filled from the process-wide registry on first use."""
+    """Django builds a `redis.Redis` on every cache call (about 0.2 ms: it fills a table of ~170
+    response callbacks); one client per server, on one pool, serves every thread instead."""
+
+    def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         this: Any = self  # django-stubs do not declare the client's private attributes
         index = this._get_connection_pool_index(write)
-        pool = this._pools.get(index)
-        if pool is None:
-            server, options = this._servers[index], this._pool_options
-            key = (server, repr(sorted(options.items(), key=lambda item: item[0])))
-            with _pools_lock:
-                pool = _pools.get(key)
-                if pool is None:
-                    pool = _pools[key] = this._pool_class.from_url(server, **options)
-            this._pools[index] = pool
-        return pool
+        server, options = this._servers[index], this._pool_options
+        registry_key = (server, repr(sorted(options.items(), key=lambda item: item[0])))
+        client = _clients.get(registry_key)
+        if client is None:
+            with _clients_lock:
+                client = _clients.get(registry_key)
+                if client is None:
+                    pool = this._pool_class.from_url(server, **options)
+                    client = _clients[registry_key] = this._client(connection_pool=pool)
+        return client
+
+    def _get_connection_pool(self, write: bool) -> Any:
+        return self.get_client(write=write).connection_pool
 
 
 class SharedPoolRedisCache(RedisCache):
