@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import fcntl
 import os
 import pwd
 import secrets
@@ -30,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -358,6 +359,27 @@ def _alive(pid: int) -> bool:
 # --- the stack ------------------------------------------------------------------------------------
 
 
+def _hold_lock(path: Path) -> IO[str]:
+    """One `make run` per data directory. A second one used to take the first one's PostgreSQL
+    for a server "left running by an earlier run" and stop it under the first stack's feet."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(
+            f"another `make run` (pid {owner}) is using {path.parent}: stop it first "
+            "(Ctrl-C in its terminal, or kill -TERM that pid), or set K2_VAR_DIR to another directory"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 @contextlib.contextmanager
 def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
     """Start what is missing; yield the environment for child processes; stop what we started."""
@@ -373,6 +395,7 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
     else:
         base = Path(os.environ.get("K2_VAR_DIR", ROOT / "var"))
         base.mkdir(parents=True, exist_ok=True)
+        lock = _hold_lock(base / "devstack.lock")
         env_file = base / "devstack.env"
         conf = load_env_file(env_file)
         missing = {k: v for k, v in generated_secrets().items() if k not in conf}
@@ -420,6 +443,8 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
             )
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            lock.close()  # the kernel drops the lock with the descriptor (or with the process)
 
 
 def run_child(cmd: list[str], env: dict[str, str]) -> int:

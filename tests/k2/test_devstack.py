@@ -82,6 +82,15 @@ def test_serve_starts_everything_and_ctrl_c_leaves_no_process(tmp_path):
         not_found = httpx.get(f"http://127.0.0.1:{port}/v1/nope", timeout=5)
         assert not_found.status_code == 404
         assert not_found.json()["error"]["code"] == "NOT_FOUND"
+
+        # A second `make run` on the same data refuses, and leaves the running stack alone
+        # (it used to stop the first one's PostgreSQL as "left running by an earlier run").
+        second = _start(tmp_path, port, pg_port, redis_port)
+        out2, _ = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert f"another `make run` (pid {proc.pid})" in out2
+        assert "stopping a PostgreSQL" not in out2
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
     finally:
         tree, out = _stop(proc)
     assert "trader@k2.local" in out
