@@ -32,6 +32,7 @@ from apps.exchanges.calls import open_adapter
 from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
 from apps.exchanges.services import link_credentials
+from k2.aio import cancel_and_wait
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -118,9 +119,7 @@ class UserStreamSupervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.refresh_seconds)
         finally:
-            for _, task in self.tasks.values():
-                task.cancel()
-            await asyncio.gather(*(t for _, t in self.tasks.values()), return_exceptions=True)
+            await cancel_and_wait(*(task for _, task in self.tasks.values()))
             self.tasks.clear()
             log.info("user_streams_stopped")
 

@@ -165,10 +165,9 @@ def venue_call(
 
     With a `recorder` the caller writes the audit entries (`recorder.flush`), typically in the
     transaction that records the venue's answer; without one they are written here."""
-    if recorder is not None:
-        return get_venue_loop().run(venue, call, credentials, recorder, timeout)
-    own = CallRecorder()
+    calls = recorder if recorder is not None else CallRecorder()
     try:
-        return get_venue_loop().run(venue, call, credentials, own, timeout)
+        return get_venue_loop().run(venue, call, credentials, calls, timeout)
     finally:
-        own.flush(actor, target)
+        if recorder is None:
+            calls.flush(actor, target)

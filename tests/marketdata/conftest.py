@@ -8,7 +8,6 @@ sockets. Waits are bounded (`eventually`, `recv_until`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import threading
@@ -22,6 +21,7 @@ from asgiref.sync import sync_to_async
 
 from apps.exchanges.venues import venue_spec
 from apps.marketdata.feed.runner import FeedConfig, VenueFeed
+from k2.aio import cancel_and_wait
 from tests.exchanges.conftest import (  # noqa: F401 - fixtures
     FAST,
     SIM_CONFIG,
@@ -139,15 +139,12 @@ class RunningFeed:
         try:
             await asyncio.wait_for(self.task, 10)
         except TimeoutError:
-            self.task.cancel()
-            done, _ = await asyncio.wait({self.task}, timeout=5)
-            assert done, "the feed ignored both its stop event and a cancellation"
+            ended = await cancel_and_wait(self.task, timeout=5)
+            assert ended, "the feed ignored both its stop event and a cancellation"
 
     async def kill(self) -> None:
         """Die without stepping down (no lease release, no stale mark): a crashed process."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        await cancel_and_wait(self.task)
 
 
 @pytest.fixture
