@@ -27,7 +27,7 @@ from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import CallOutcome, Credentials, OnCall
 from apps.exchanges.adapters.cryptocom import translate
 from apps.exchanges.adapters.ratelimit import RateLimiter, RateRule
-from apps.exchanges.adapters.transport import transport_error
+from apps.exchanges.adapters.transport import transport_error, venue_http_client
 
 VENUE = "cryptocom"
 MAX_LEVEL = 3
@@ -135,11 +135,7 @@ class CryptocomRestClient:
         self.settings = settings
         self.on_call = on_call
         self._ids = itertools.count(int(time.time() * 1000) % 10**9)
-        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        limits = httpx.Limits(
-            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-        )
-        self.http = http or httpx.AsyncClient(timeout=timeout, limits=limits, headers={"User-Agent": "k2/1"})
+        self.http = http or venue_http_client(settings)
         self._owns_http = http is None
         credential = credentials.api_key if credentials else "anonymous"
         self.private_limiter = RateLimiter(

@@ -28,7 +28,7 @@ from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import CallOutcome, Credentials, OnCall
 from apps.exchanges.adapters.kalshi import signing, translate
 from apps.exchanges.adapters.ratelimit import RateLimiter, RateRule
-from apps.exchanges.adapters.transport import transport_error
+from apps.exchanges.adapters.transport import transport_error, venue_http_client
 
 VENUE = "kalshi"
 Bucket = Literal["read", "write"]
@@ -93,11 +93,7 @@ class KalshiRestClient:
         self.credentials = credentials
         self.settings = settings
         self.on_call = on_call
-        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        limits = httpx.Limits(
-            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-        )
-        self.http = http or httpx.AsyncClient(timeout=timeout, limits=limits, headers={"User-Agent": "k2/1"})
+        self.http = http or venue_http_client(settings)
         self._owns_http = http is None
         if settings.tier not in TIERS:
             raise ValueError(f"unknown Kalshi tier {settings.tier!r}")
