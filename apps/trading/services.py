@@ -61,6 +61,7 @@ from apps.trading.state import NOT_FOUND_AT_VENUE, can_transition
 from apps.trading.venue import venue_call
 from k2.api.exceptions import ApplicationError
 from k2.audit.services import record
+from k2.core.queries import one_or_none
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -323,7 +324,7 @@ class PlaceResult:
 
 
 def _instrument(symbol: str) -> Instrument:
-    instrument = Instrument.objects.filter(symbol=symbol.strip().upper()).first()
+    instrument = one_or_none(Instrument.objects.filter(symbol=symbol.strip().upper()))
     if instrument is None:
         raise InstrumentUnknown(f"Unknown instrument {symbol!r}.", details={"instrument": symbol})
     return instrument
