@@ -3,15 +3,18 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from k2.handlers import SyncChainASGIHandler  # noqa: E402
 from k2.routing import websocket_application  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
 

@@ -1,0 +1,53 @@
+"""Django's ASGI handler, with each HTTP request's synchronous work done in one thread hop.
+
+Every K2 view and middleware is synchronous. Django's own `ASGIHandler` builds the middleware
+chain for async and adapts each sync piece as it goes: a request crosses between the event loop
+and its worker thread about five times (request_started, the middleware, the view inside it,
+request_finished), and each crossing waits for the other thread to get the GIL, which under
+load is up to a switch interval (5 ms) each time. Here the request runs as under WSGI: signals,
+middleware and view in one call on the request's thread, and the loop only reads the body and
+writes the response. Async views still work (Django runs them with `async_to_sync`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.http import HttpResponseBase
+from django.urls import set_script_prefix
+
+
+class SyncChainASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+
+        def respond() -> HttpResponseBase:
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, response = self.create_request(scope, body_file)
+            if request is not None:
+                response = self.get_response(request)
+                response._handler_class = self.__class__  # type: ignore[attr-defined]
+            if not response.streaming:
+                response.close()  # request_finished: the body is already in memory
+            return response
+
+        try:
+            response = await sync_to_async(respond, thread_sensitive=True)()
+            await self.send_response(response, send)
+        finally:
+            body_file.close()
+        if response.streaming:  # a file or generator: close once it has been sent
+            await sync_to_async(response.close, thread_sensitive=True)()

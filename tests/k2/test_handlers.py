@@ -1,0 +1,102 @@
+"""The HTTP side of `k2.asgi`: Django's sync middleware and views run in one thread hop per
+request (signals, middleware and view together), with the same responses as Django's handler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import django.contrib.admin
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.core import signals
+
+from k2.handlers import SyncChainASGIHandler
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def handler(settings: Any) -> SyncChainASGIHandler:
+    settings.ROOT_URLCONF = "tests.k2.urls"
+    return SyncChainASGIHandler()
+
+
+@pytest.fixture
+def threads() -> Any:
+    """The thread each request signal ran on."""
+    seen: dict[str, list[int]] = {"started": [], "finished": []}
+
+    def started(**kwargs: Any) -> None:
+        seen["started"].append(threading.get_ident())
+
+    def finished(**kwargs: Any) -> None:
+        seen["finished"].append(threading.get_ident())
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    yield seen
+    signals.request_started.disconnect(started)
+    signals.request_finished.disconnect(finished)
+
+
+async def call(handler: Any, method: str, path: str, body: bytes = b"", **headers: str) -> dict[str, Any]:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+        "method": method, "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+        + [(b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    app = ApplicationCommunicator(handler, scope)
+    await app.send_input({"type": "http.request", "body": body})
+    start = await app.receive_output(10)
+    chunks = []
+    while True:
+        message = await app.receive_output(10)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await app.wait(10)
+    headers_out = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    return {"status": start["status"], "headers": headers_out, "body": b"".join(chunks)}
+
+
+async def test_a_request_is_one_hop_from_the_loop(handler: Any, threads: Any) -> None:
+    assert not asyncio.iscoroutinefunction(handler._middleware_chain)  # built for sync, not adapted
+    body = json.dumps({"name": "k2", "amount": "1.50"}).encode()
+    response = await call(handler, "POST", "/v1/test/echo", body, content_type="application/json")
+    assert response["status"] == 201, response["body"]
+    assert json.loads(response["body"])["data"]["name"] == "k2"
+    assert response["headers"]["x-request-id"]
+    assert response["headers"]["server-timing"].startswith("app;dur=")
+    loop_thread = threading.get_ident()
+    assert len(threads["started"]) == len(threads["finished"]) == 1
+    assert threads["started"] == threads["finished"]  # one worker thread, before and after
+    assert threads["started"][0] != loop_thread
+
+
+async def test_errors_keep_the_api_envelope(handler: Any) -> None:
+    response = await call(handler, "POST", "/v1/test/echo", b"{not json", content_type="application/json")
+    assert response["status"] == 400
+    assert json.loads(response["body"])["error"]["code"]
+    response = await call(handler, "GET", "/v1/no/such/thing")
+    assert response["status"] == 404
+    assert json.loads(response["body"])["error"]["code"] == "NOT_FOUND"
+    response = await call(handler, "GET", "/v1/test/boom")
+    assert response["status"] == 500
+    assert b"hunter2" not in response["body"]
+    assert json.loads(response["body"])["error"]["code"] == "INTERNAL_ERROR"
+
+
+# Django's own handler warns the same: a file response's iterator is read off the event loop.
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+async def test_a_streamed_file_is_sent_whole_and_then_closed(handler: Any, threads: Any) -> None:
+    expected = (Path(django.contrib.admin.__file__).parent / "static/admin/css/base.css").read_bytes()
+    response = await call(handler, "GET", "/static/admin/css/base.css")
+    assert response["status"] == 200
+    assert response["body"] == expected
+    assert len(threads["finished"]) == 1  # closed (request_finished) after the body went out
