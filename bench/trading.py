@@ -76,13 +76,23 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
+def started(proc: subprocess.Popen[bytes], ready: Any) -> None:
+    """Wait for `ready()`; a server that does not come up is stopped, not left running."""
+    try:
+        ready()
+    except BaseException:
+        proc.terminate()
+        proc.wait(10)
+        raise
+
+
 def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "manage.py", "run_exchange_simulator", "cryptocom", "--port", str(port)]
     cmd += ["--tick-interval", "0.2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/_sim/state", proc, "simulator")
+    started(proc, lambda: wait_http(f"{base}/_sim/state", proc, "simulator"))
     return proc, base
 
 
@@ -92,7 +102,7 @@ def start_web(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes
     cmd += ["--no-access-log", "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/healthz", proc, "web")
+    started(proc, lambda: wait_http(f"{base}/healthz", proc, "web"))
     return proc, base
 
 
