@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from apps.trading.choices import OrderType, Outcome, Side, TimeInForce
 from apps.trading.models import Order, OrderExecution
+from k2.api.serializers import FieldsBuiltOnceMixin
 
 CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,50}$"
 TINY = Decimal("0.00000001")
@@ -43,7 +44,7 @@ class OrderCreateInputSerializer(serializers.Serializer[Any]):
 _DECIMALS = ("quantity", "price", "notional", "filled_quantity", "avg_fill_price", "fees")
 
 
-class OrderSerializer(serializers.ModelSerializer[Order]):
+class OrderSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer[Order]):
     class Meta:
         model = Order
         fields = (
@@ -56,7 +57,7 @@ class OrderSerializer(serializers.ModelSerializer[Order]):
         extra_kwargs = {name: {"normalize_output": True} for name in _DECIMALS}
 
 
-class ExecutionSerializer(serializers.ModelSerializer[OrderExecution]):
+class ExecutionSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer[OrderExecution]):
     order_id = serializers.UUIDField(read_only=True)
     exchange_exec_id = serializers.CharField(read_only=True)
 
