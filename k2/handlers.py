@@ -36,8 +36,11 @@ class SyncChainASGIHandler(ASGIHandler):
 
         def respond() -> HttpResponseBase:
             signals.request_started.send(sender=self.__class__, scope=scope)
-            request, response = self.create_request(scope, body_file)
-            if request is not None:
+            request, error = self.create_request(scope, body_file)
+            if request is None:  # a body Django cannot read: its 400 or 413
+                assert error is not None
+                response: HttpResponseBase = error
+            else:
                 response = self.get_response(request)
                 response._handler_class = self.__class__  # type: ignore[attr-defined]
             if not response.streaming:

@@ -13,7 +13,7 @@ from apps.exchanges.adapters.transport import tls_context
 
 
 async def test_every_venue_client_uses_the_process_tls_context() -> None:
-    clients = [
+    clients: list[CryptocomRestClient | KalshiRestClient] = [
         CryptocomRestClient(base_url="https://api.crypto.com/exchange/v1", credentials=None,
                             settings=CryptocomSettings(read_timeout=3.0, max_connections=7)),
         CryptocomRestClient(base_url="https://api.crypto.com/exchange/v1", credentials=None,
@@ -24,7 +24,8 @@ async def test_every_venue_client_uses_the_process_tls_context() -> None:
     try:
         context = tls_context()
         assert isinstance(context, ssl.SSLContext)
-        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        assert context.check_hostname
         for client in clients:
             assert client.http._transport._pool._ssl_context is context  # type: ignore[attr-defined]
         assert clients[0].http.timeout.read == 3.0
