@@ -25,6 +25,7 @@ Reference price: the market-data cache (fresh, not stale), else the venue's tick
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -222,7 +223,7 @@ def account_snapshot(
     key = _account_keys(link_id)[int(want_positions)]
     cached = cache.get(key)
     if cached is not None:
-        return cached
+        return cached[0], cached[1]
 
     async def get(adapter: ExchangeAdapter) -> tuple[list[Balance], list[Position] | None]:
         balances = await adapter.get_balances()
@@ -232,14 +233,16 @@ def account_snapshot(
     balances, positions = venue_call(
         venue, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
     )
-    snapshot = ({b.currency: b for b in balances}, positions)
-    cache.set(key, snapshot, timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
-    return snapshot
+    by_currency = {b.currency: b for b in balances}
+    expires = time.time() + settings.K2_TRADING_BALANCE_CACHE_SECONDS
+    cache.set(key, (by_currency, positions, expires), timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
+    return by_currency, positions
 
 
 def _account_keys(link_id: Any) -> list[str]:
-    """The cached snapshots of one link: without positions, with positions."""
-    return [f"k2:trading:account:{link_id}:{positions}" for positions in (0, 1)]
+    """The cached snapshots of one link, without and with positions: (balances, positions,
+    expiry as a Unix time)."""
+    return [f"k2:trading:account:v2:{link_id}:{positions}" for positions in (0, 1)]
 
 
 def account_snapshot_forget(*, link_id: Any) -> None:
@@ -248,7 +251,9 @@ def account_snapshot_forget(*, link_id: Any) -> None:
 
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
     """After an order went out, take what it holds off the cached available balance, so the
-    next order within the cache window is checked against what is really left."""
+    next order within the cache window is checked against what is really left. The window is
+    the venue read's: updating the entry never extends it, so a user trading steadily still
+    gets fresh balances (fills, deposits) from the venue every few seconds."""
     if order.side == Side.BUY:
         currency = instrument.quote or "USD"
         amount = (order.notional or Decimal(0)) * (
@@ -258,21 +263,22 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
         return
     else:
         currency, amount = instrument.base, order.quantity
-    updated: dict[str, Any] = {}
-    for key, cached in cache.get_many(_account_keys(link_id)).items():
-        if currency not in cached[0]:
-            continue
-        balances = dict(cached[0])
-        held = balances[currency]
-        balances[currency] = Balance(
-            currency=held.currency,
-            total=held.total,
-            available=held.available - amount,
-            on_hold=held.on_hold + amount,
-        )
-        updated[key] = (balances, cached[1])
-    if updated:
-        cache.set_many(updated, timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
+    try:
+        now = time.time()
+        for key, (cached, positions, expires) in cache.get_many(_account_keys(link_id)).items():
+            if currency not in cached or expires - now < 0.01:
+                continue
+            balances = dict(cached)
+            held = balances[currency]
+            balances[currency] = Balance(
+                currency=held.currency,
+                total=held.total,
+                available=held.available - amount,
+                on_hold=held.on_hold + amount,
+            )
+            cache.set(key, (balances, positions, expires), timeout=expires - now)
+    except Exception as exc:  # the order passed its checks: a cache fault must not stop it
+        log.warning("balance_reserve_failed", order_id=str(order.pk), error=repr(exc))
 
 
 def risk_gather(

@@ -205,3 +205,34 @@ def test_reduce_only_lets_only_position_reducing_orders_through(trader: Trader) 
     details = refused(trader, "REDUCE_ONLY", side="sell", quantity="20", price=sell_price)
     assert details["position"] == "10"
     assert trader.place(side="sell", quantity="0.01", price=sell_price).status_code == 201
+
+
+def test_reserving_never_extends_the_cached_balance_window(make_trader: Any, settings: Any) -> None:
+    """Each order takes its amount off the cached venue balance, but the entry still expires when
+    the venue read does: a user trading steadily gets fresh balances (fills, deposits)."""
+    import time
+
+    from django.core.cache import cache
+
+    from apps.trading.risk import _account_keys
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 3
+    trader = make_trader({"USD": "100000", "BTC": "1"})
+    key = cache.make_and_validate_key(_account_keys(trader.user.exchange_links.get().pk)[0])
+    redis = cache._cache.get_client(key)  # type: ignore[attr-defined]
+
+    def cached_available() -> Decimal:
+        return cache.get(_account_keys(trader.user.exchange_links.get().pk)[0])[0]["USD"].available
+
+    assert trader.place(quantity="0.01").status_code == 201  # reads the venue, then reserves
+    first_ttl = redis.pttl(key)
+    assert 1000 < first_ttl <= 3000
+    after_one = cached_available()
+    time.sleep(1.1)
+    assert trader.place(quantity="0.01").status_code == 201  # from the cache, reserves again
+    assert cached_available() < after_one  # the second order's amount came off too
+    assert redis.pttl(key) <= first_ttl - 900  # the window was not restarted (Django: whole seconds)
+    time.sleep(max(0.0, redis.pttl(key) / 1000) + 0.1)
+    assert redis.pttl(key) == -2  # gone: the next order reads the venue again
+    assert trader.place(quantity="0.01").status_code == 201
+    assert redis.pttl(key) > 1500  # a new window from the new venue read
