@@ -64,22 +64,19 @@ def free_port() -> int:
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{what} did not start")
-
-
-def started(proc: subprocess.Popen[bytes], ready: Any) -> None:
-    """Wait for `ready()`; a server that does not come up is stopped, not left running."""
+    """Wait for `proc` to answer at `url`; a server that does not come up is stopped, not left
+    running."""
     try:
-        ready()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited")
+            try:
+                httpx.get(url, timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{what} did not start")
     except BaseException:
         proc.terminate()
         proc.wait(10)
@@ -92,7 +89,7 @@ def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
     cmd += ["--tick-interval", "0.2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    started(proc, lambda: wait_http(f"{base}/_sim/state", proc, "simulator"))
+    wait_http(f"{base}/_sim/state", proc, "simulator")
     return proc, base
 
 
@@ -102,7 +99,7 @@ def start_web(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes
     cmd += ["--no-access-log", "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    started(proc, lambda: wait_http(f"{base}/healthz", proc, "web"))
+    wait_http(f"{base}/healthz", proc, "web")
     return proc, base
 
 

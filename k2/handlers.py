@@ -18,7 +18,7 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.http import HttpResponseBase
+from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
 
@@ -43,6 +43,8 @@ class SyncChainASGIHandler(ASGIHandler):
             else:
                 response = self.get_response(request)
                 response._handler_class = self.__class__  # type: ignore[attr-defined]
+                if isinstance(response, FileResponse):  # as Django's handler: the server chunks
+                    response.block_size = self.chunk_size
             if not response.streaming:
                 response.close()  # request_finished: the body is already in memory
             return response
