@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -219,6 +220,30 @@ def test_forged_expired_and_wrong_type_tokens(user, settings):
         claims={"session_id": str(uuid.uuid4())},
     )
     error(get(client, "/v1/users/me", ghost.token), 401, "TOKEN_INVALID")
+
+
+def test_a_verified_token_is_still_refused_once_expired_and_in_the_wrong_place(user, settings):
+    """Verified tokens are remembered per process; the memory must not outlive the token."""
+    from apps.accounts import tokens
+
+    client = make_client()
+    body = login(client, "sam@example.com")
+    settings.K2_JWT_LEEWAY_SECONDS = 0
+    short = tokens.encode(
+        token_type="access",
+        subject=str(user.id),
+        lifetime=timedelta(seconds=1),
+        claims={"session_id": body["session_id"]},
+    )
+    assert data(get(client, "/v1/users/me", short.token))["email"] == "sam@example.com"
+    assert (short.token, settings.K2_JWT_ISSUER, settings.K2_JWT_AUDIENCE) in tokens._VERIFIED
+    # Verified (and remembered) as an access token, still refused where a refresh token goes.
+    error(post(client, "/v1/auth/token/refresh", {"refresh_token": short.token}), 401, "TOKEN_INVALID")
+    expires = short.expires_at.timestamp()
+    time.sleep(max(0.0, expires - time.time()) + 0.05)  # at most ~1.05 s
+    error(get(client, "/v1/users/me", short.token), 401, "TOKEN_EXPIRED")
+    with pytest.raises(TokenExpired):
+        user_from_access_token(short.token)
 
 
 def test_key_rotation_keeps_old_tokens_valid(user):
