@@ -17,7 +17,7 @@ def _amount(**kwargs: Any) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=20, decimal_places=8, min_value=TINY, **kwargs)
 
 
-class OrderCreateInputSerializer(serializers.Serializer[Any]):
+class OrderCreateInputSerializer(FieldsBuiltOnceMixin, serializers.Serializer[Any]):
     """Shape only: the instrument's rules (tick, step, minimum, outcome) live in the services."""
 
     instrument = serializers.CharField(max_length=100)
