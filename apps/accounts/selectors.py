@@ -11,7 +11,7 @@ from apps.accounts.choices import TOKEN_TYPE_ACCESS
 from apps.accounts.exceptions import AccountDisabled, SessionNotFound, SessionRevoked, TokenInvalid
 from apps.accounts.models import RecoveryCode, Session, User
 from apps.accounts.tokens import decode
-from k2.core.queries import one_or_none
+from k2.core.queries import row_get
 
 
 def user_from_access_token(token: str) -> tuple[User, Session]:
@@ -32,7 +32,7 @@ def user_from_access_token(token: str) -> tuple[User, Session]:
         user_id = uuid.UUID(str(claims.get("sub")))
     except ValueError:
         raise TokenInvalid() from None
-    session = one_or_none(Session.objects.select_related("user").filter(pk=session_id))
+    session = row_get(Session, related=("user",), pk=session_id)
     if session is None or session.user_id != user_id:
         raise TokenInvalid()
     if session.revoked_at is not None:

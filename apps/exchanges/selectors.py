@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
-from k2.core.queries import one_or_none
+from k2.core.queries import row_get
 
 
 def exchange_link_list(*, user: Any) -> QuerySet[ExchangeLink]:
@@ -14,7 +14,7 @@ def exchange_link_list(*, user: Any) -> QuerySet[ExchangeLink]:
 
 
 def exchange_link_active(*, user: Any, venue: str) -> ExchangeLink | None:
-    return one_or_none(ExchangeLink.objects.filter(user=user, exchange=venue, status=LinkStatus.ACTIVE))
+    return row_get(ExchangeLink, user_id=user.pk, exchange=venue, status=LinkStatus.ACTIVE)
 
 
 def exchange_link_ids_to_check(*, limit: int = 500) -> list[Any]:

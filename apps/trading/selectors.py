@@ -17,7 +17,7 @@ from django.utils import timezone
 from apps.trading.choices import LIVE_STATUSES, KillSwitchScope, OrderStatus
 from apps.trading.exceptions import OrderNotFound
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
-from k2.core.queries import one_or_none
+from k2.core.queries import row_get
 
 
 def order_list(*, user: Any) -> QuerySet[Order]:
@@ -232,7 +232,7 @@ def recent_activity(
 
 def order_lock(*, order_id: Any) -> Order | None:
     """Lock one order row (inside a transaction)."""
-    return one_or_none(Order.objects.select_for_update().filter(pk=order_id))
+    return row_get(Order, lock=True, pk=order_id)
 
 
 def order_lock_status(*, order_id: Any, user_id: Any) -> str | None:

@@ -15,6 +15,7 @@ and its answer is recorded in a new transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
@@ -24,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.exchanges.adapters import errors as ex
@@ -60,8 +61,8 @@ from apps.trading.models import Order, OrderExecution
 from apps.trading.state import NOT_FOUND_AT_VENUE, can_transition
 from apps.trading.venue import venue_call
 from k2.api.exceptions import ApplicationError
-from k2.audit.services import record
-from k2.core.queries import one_or_none
+from k2.audit.services import atomic_audited, audit_entry, held_entries, record
+from k2.core.queries import row_get, row_insert, row_update
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -148,7 +149,8 @@ _SAVE_FIELDS = [
 
 
 def _save(order: Order) -> None:
-    order.save(update_fields=_SAVE_FIELDS)
+    """Write the order and, in the same statement, the audit entries its change recorded."""
+    row_update(order, _SAVE_FIELDS, along=held_entries())
 
 
 def _merge_numbers(
@@ -196,7 +198,7 @@ def order_apply_venue_state(
 ) -> Order | None:
     """Record what the venue says about an order (any source, any order, any number of times).
     `calls`: the venue requests that produced `state`, audited in the same transaction."""
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         if order is None:
             return None
@@ -236,7 +238,7 @@ def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
     )
     if order_id is None:
         return False
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         order = selectors.order_lock(order_id=order_id)
         if order is None:
             return False
@@ -324,7 +326,7 @@ class PlaceResult:
 
 
 def _instrument(symbol: str) -> Instrument:
-    instrument = one_or_none(Instrument.objects.filter(symbol=symbol.strip().upper()))
+    instrument = row_get(Instrument, symbol=symbol.strip().upper())
     if instrument is None:
         raise InstrumentUnknown(f"Unknown instrument {symbol!r}.", details={"instrument": symbol})
     return instrument
@@ -403,54 +405,59 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
 def _order_create(
     *, user: Any, data: OrderInput, instrument: Instrument, fingerprint: str, actor: Any
 ) -> tuple[Order, bool]:
+    """Store the intent (pending) with its audit entry, committed: one statement, so it needs no
+    transaction of its own. A concurrent duplicate fails on the unique key and replays."""
     client_order_id = data.client_order_id or f"k2-{secrets.token_hex(12)}"
+    order = Order(
+        user=user,
+        client_order_id=client_order_id,
+        request_fingerprint=fingerprint,
+        exchange=instrument.venue,
+        instrument=instrument.symbol,
+        instrument_type=instrument.instrument_type,
+        side=data.side,
+        outcome=data.outcome,
+        order_type=data.order_type,
+        time_in_force=data.time_in_force,
+        post_only=data.post_only,
+        quantity=data.quantity,
+        price=data.price,
+        status=OrderStatus.PENDING,
+    )
+    created = audit_entry(
+        actor,
+        "order.created",
+        order,
+        {
+            "client_order_id": client_order_id,
+            "venue_client_order_id": order.venue_client_order_id,
+            "exchange": order.exchange,
+            "instrument": order.instrument,
+            "side": order.side,
+            "outcome": order.outcome,
+            "order_type": order.order_type,
+            "quantity": str(order.quantity),
+            "price": str(order.price) if order.price is not None else None,
+        },
+    )
     try:
-        with transaction.atomic(durable=True):
-            order = Order.objects.create(
-                user=user,
-                client_order_id=client_order_id,
-                request_fingerprint=fingerprint,
-                exchange=instrument.venue,
-                instrument=instrument.symbol,
-                instrument_type=instrument.instrument_type,
-                side=data.side,
-                outcome=data.outcome,
-                order_type=data.order_type,
-                time_in_force=data.time_in_force,
-                post_only=data.post_only,
-                quantity=data.quantity,
-                price=data.price,
-                status=OrderStatus.PENDING,
-            )
-            record(
-                actor,
-                "order.created",
-                order,
-                {
-                    "client_order_id": client_order_id,
-                    "venue_client_order_id": order.venue_client_order_id,
-                    "exchange": order.exchange,
-                    "instrument": order.instrument,
-                    "side": order.side,
-                    "outcome": order.outcome,
-                    "order_type": order.order_type,
-                    "quantity": str(order.quantity),
-                    "price": str(order.price) if order.price is not None else None,
-                },
-            )
-            order_announce(order, status_changed_to=None)
-        return order, True
+        # One statement commits by itself. Inside a transaction (only a test case's: the blocks
+        # that follow are durable) a savepoint keeps that transaction usable after a duplicate.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            row_insert(order, along=[created])
     except IntegrityError:
         existing = selectors.order_get_by_client_id(user=user, client_order_id=client_order_id)
         if existing is None:
             raise
         return existing, False
+    order_announce(order, status_changed_to=None)
+    return order, True
 
 
 def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:
     """`order` is the intent as `_order_create` stored it. While it is still pending nothing else
     has changed it, so only its status is locked and read here."""
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         if selectors.order_lock_status(order_id=order.pk, user_id=order.user_id) != OrderStatus.PENDING:
             locked = selectors.order_lock(order_id=order.pk)
             assert locked is not None
@@ -564,7 +571,7 @@ def _order_mark_unknown(
 ) -> Order:
     from apps.trading.tasks import order_reconcile_task
 
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
         if order_transition(
@@ -586,7 +593,7 @@ def _order_mark_unknown(
 def _order_venue_rejected(
     *, order_id: Any, error: ex.ExchangeError, actor: Any, calls: CallRecorder | None = None
 ) -> Order:
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
         details = {"venue": order.exchange, "venue_code": error.venue_code}
@@ -612,7 +619,7 @@ def order_cancel(*, order_id: Any, user: Any = None, actor: Any = None) -> Order
     """Cancel one order. Pending: cancelled here. Live: cancelled at the venue, then the venue's
     answer is recorded (it may show the order filled first). `user` scopes the lookup (API);
     admin and tasks pass None. Raises `OrderNotCancellable` for a finished order."""
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         qs = Order.objects.select_for_update()
         order = (qs.filter(user=user) if user is not None else qs).filter(pk=order_id).first()
         if order is None:
@@ -709,7 +716,7 @@ def orders_cancel_all(
     live: dict[str, list[Order]] = {}
     for order_id in ids:
         try:
-            with transaction.atomic(durable=True):
+            with atomic_audited():
                 order = selectors.order_lock(order_id=order_id)
                 if order is None or order.status in TERMINAL_STATUSES:
                     continue
@@ -815,7 +822,7 @@ def _order_settle_missing(*, order_id: Any, expect: str, code: str, actor: Any) 
         SUBMISSION_ABANDONED: "The order was never sent: its request stopped before reaching the venue.",
         NOT_FOUND_AT_VENUE: "The venue has no such order: the submission did not reach it.",
     }
-    with transaction.atomic(durable=True):
+    with atomic_audited():
         order = selectors.order_lock(order_id=order_id)
         if order is None or order.status != expect:
             return order

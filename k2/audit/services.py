@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from k2.audit.hashing import GENESIS, canonical_json, entry_hash, hash_of_entry, normalise_details, seal_hash
 from k2.audit.models import AuditArchive, AuditEntry, AuditSeal
+from k2.core.queries import row_insert, rows_insert
 from k2.observability import context
 from k2.observability.logging import MASK, SECRET_KEY_RE, get_logger
 
@@ -82,8 +84,62 @@ def record(
     request id come from the current request context unless given.
 
     Joins the caller's transaction, so an entry exists exactly when the audited change does.
-    Takes no lock: concurrent writers never wait on each other.
+    Takes no lock: concurrent writers never wait on each other. Inside `atomic_audited` the
+    entry is written later in the same transaction (its `id` and `txid` stay unset here).
     """
+    entry = audit_entry(actor, action, target, details, ip=ip, user_agent=user_agent, request_id=request_id)
+    held = _held.get()
+    if held is not None:
+        held.append(entry)
+    else:
+        row_insert(entry)
+    return entry
+
+
+_held: ContextVar[list[AuditEntry] | None] = ContextVar("k2_audit_held", default=None)
+
+
+@contextmanager
+def atomic_audited() -> Iterator[None]:
+    """`transaction.atomic(durable=True)` in which `record` holds its entries back, so that the
+    block's own write carries them in the same statement (`held_entries()`, passed as `along`
+    to `k2.core.queries.row_update`). Whatever is still held is written, in one statement,
+    before the commit; nothing is written if the block raises. The same entries in the same
+    transaction, one or two round trips fewer per change (an order makes three changes).
+
+    No savepoints inside: an entry recorded in one that rolls back would still be written."""
+    with transaction.atomic(durable=True):
+        held: list[AuditEntry] = []
+        token = _held.set(held)
+        try:
+            yield
+        finally:
+            _held.reset(token)
+        rows_insert(held)
+
+
+def held_entries() -> list[AuditEntry]:
+    """The entries `record` is holding back (see `atomic_audited`), handed over to be written."""
+    held = _held.get()
+    if not held:
+        return []
+    taken = list(held)
+    held.clear()
+    return taken
+
+
+def audit_entry(
+    actor: Any,
+    action: str,
+    target: Any = None,
+    details: dict[str, Any] | None = None,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    request_id: str | None = None,
+) -> AuditEntry:
+    """`record`'s entry, built but not written: for a write that carries it along in the same
+    statement (`k2.core.queries.row_insert(..., along=[entry])`)."""
     ctx = context.current.get()
     actor_id, actor_label = _actor(actor)
     target_type, target_id = _target(target)
@@ -100,27 +156,7 @@ def record(
         "request_id": (request_id or (ctx.request_id if ctx else "") or "")[:128],
     }
     fields["entry_hash"] = entry_hash(**fields)
-    sql, columns = _insert_statement()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [field.get_db_prep_save(fields[field.name], connection) for field in columns])
-        entry_id, txid = cursor.fetchone()
-    entry = AuditEntry(id=entry_id, txid=txid, **fields)
-    entry._state.adding, entry._state.db = False, connection.alias
-    return entry
-
-
-@functools.cache
-def _insert_statement() -> tuple[str, list[models.Field[Any, Any]]]:
-    """`record`'s INSERT, built once from the model (placing an order writes five entries; each
-    took 0.37 ms through `Model.save` and takes 0.28 ms this way, most of it the round trip)."""
-    meta = AuditEntry._meta
-    columns = [f for f in meta.concrete_fields if not f.primary_key and f.name != "txid"]
-    qn = connection.ops.quote_name  # identifiers from the model; values are always parameters
-    sql = (
-        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING {qn('id')}, {qn('txid')}"
-    )
-    return sql, columns
+    return AuditEntry(**fields)
 
 
 # --- sealing ------------------------------------------------------------------------------------

@@ -1,17 +1,227 @@
-"""Query helpers shared by the apps' selectors."""
+"""Query helpers for the few statements on every API request's and every order's path.
+
+The ORM compiles each query anew: 0.4-0.6 ms of CPU per statement, several times what running it
+costs, and an order runs fifteen. `row_get`, `row_insert` and `row_update` build their SQL once
+per shape from the model's metadata and keep what matters of the ORM's behaviour: values
+prepared and converted by the model's fields (encrypted fields, JSON), `auto_now` fields, the
+`pre_save`/`post_save` signals, and instances that know they are saved.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from django.db import models
+from django.db import DatabaseError, connection, models
+from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
+Field = models.Field
 
 
-def one_or_none(queryset: models.QuerySet[M]) -> M | None:
-    """The row a lookup by a unique key finds, or None.
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(name)  # identifiers come from models; values are parameters
 
-    `.first()` adds `ORDER BY pk`, which decides nothing when at most one row matches, and
-    compiling it costs more than running the query: this sits on every API request's path."""
-    return next(iter(queryset[:1]), None)
+
+@dataclass(frozen=True)
+class _Columns:
+    """A model's columns as selected under a table alias, with their value converters."""
+
+    model: type[models.Model]
+    sql: list[str]
+    attnames: list[str]
+    converters: list[tuple[int, list[Any], Any]]  # (index, converters, expression) where needed
+
+    @classmethod
+    def of(cls, model: type[models.Model], alias: str, fields: list[Field] | None = None) -> _Columns:
+        fields = fields if fields is not None else list(model._meta.concrete_fields)
+        converters = []
+        for index, field in enumerate(fields):
+            col = field.get_col(alias)
+            found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            if found:
+                converters.append((index, found, col))
+        return cls(
+            model=model,
+            sql=[f"{_qn(alias)}.{_qn(f.column)}" for f in fields],
+            attnames=[f.attname for f in fields],
+            converters=converters,
+        )
+
+    def convert(self, values: list[Any]) -> list[Any]:
+        for index, found, col in self.converters:
+            for converter in found:
+                values[index] = converter(values[index], col, connection)
+        return values
+
+    def build(self, values: list[Any]) -> models.Model:
+        return self.model.from_db(connection.alias, self.attnames, self.convert(values))
+
+
+@dataclass(frozen=True)
+class _Select:
+    sql: str
+    keys: list[Field]
+    main: _Columns
+    related: list[tuple[Any, _Columns]]  # (foreign key, its model's columns)
+
+
+@functools.cache
+def _select(
+    model: type[models.Model], keys: tuple[str, ...], related: tuple[str, ...], lock: bool
+) -> _Select:
+    meta = model._meta
+    table = _qn(meta.db_table)
+    key_fields: list[Field] = [meta.pk if key == "pk" else meta.get_field(key) for key in keys]  # type: ignore[misc]
+    main = _Columns.of(model, meta.db_table)
+    columns, joins, parts = list(main.sql), [], []
+    for name in related:
+        fk: Any = meta.get_field(name)
+        if not fk.many_to_one or fk.null:
+            raise ValueError(f"{name}: only a required foreign key can be loaded along")
+        target = fk.related_model._meta
+        part = _Columns.of(fk.related_model, target.db_table)
+        columns += part.sql
+        joins.append(
+            f"JOIN {_qn(target.db_table)} ON {_qn(target.db_table)}.{_qn(fk.target_field.column)} "
+            f"= {table}.{_qn(fk.column)}"
+        )
+        parts.append((fk, part))
+    where = " AND ".join(f"{table}.{_qn(f.column)} = %s" for f in key_fields)
+    sql = f"SELECT {', '.join(columns)} FROM {table} {' '.join(joins)} WHERE {where} LIMIT 1"  # noqa: S608
+    return _Select(
+        sql=sql + (f" FOR UPDATE OF {table}" if lock else ""), keys=key_fields, main=main, related=parts
+    )
+
+
+def row_get(model: type[M], *, lock: bool = False, related: Iterable[str] = (), **where: Any) -> M | None:
+    """The row whose fields equal `where` (a unique key), or None: `one_or_none(model.objects
+    [.select_for_update(of=("self",))][.select_related(*related)].filter(**where))` without the
+    compile. `where` names fields, attnames or `pk`; `related` names required foreign keys to
+    load along (joined; only this model's row is locked)."""
+    select = _select(model, tuple(where), tuple(related), lock)
+    params = [f.get_db_prep_value(v, connection) for f, v in zip(select.keys, where.values(), strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(select.sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values, width = list(row), len(select.main.attnames)
+    instance = select.main.build(values[:width])
+    for fk, part in select.related:
+        end = width + len(part.attnames)
+        fk.set_cached_value(instance, part.build(values[width:end]))
+        width = end
+    return instance  # type: ignore[return-value]
+
+
+def _saved_value(field: Field, instance: models.Model, add: bool) -> Any:
+    """The value `save` would write: `pre_save` (it sets `auto_now` fields), then the field's
+    preparation for the database (it encrypts, serialises JSON, ...)."""
+    return field.get_db_prep_save(field.pre_save(instance, add), connection)
+
+
+@functools.cache
+def _insert(model: type[models.Model]) -> tuple[str, str, list[Field], _Columns | None]:
+    """(`INSERT INTO t (columns) VALUES `, one row's placeholders, the fields, the returned ones)."""
+    meta = model._meta
+    returning = meta.db_returning_fields
+    fields = [f for f in meta.concrete_fields if f not in returning]
+    head = f"INSERT INTO {_qn(meta.db_table)} ({', '.join(_qn(f.column) for f in fields)}) VALUES "  # noqa: S608
+    back = _Columns.of(model, meta.db_table, returning) if returning else None
+    return head, f"({', '.join(['%s'] * len(fields))})", fields, back
+
+
+def _inserted(instances: list[models.Model], using: str, *, before: bool) -> None:
+    for instance in instances:
+        if before:
+            signals.pre_save.send(
+                sender=type(instance), instance=instance, raw=False, using=using, update_fields=None
+            )
+            continue
+        instance._state.adding, instance._state.db = False, using
+        signals.post_save.send(
+            sender=type(instance), instance=instance, created=True, update_fields=None, raw=False, using=using
+        )
+
+
+def _along(instances: Sequence[models.Model]) -> tuple[str, list[Any]]:
+    """New rows to insert in the same statement as another write: `WITH` clauses and their
+    parameters. One clause per model, one multi-row VALUES each; generated fields are not read
+    back (the rows are written, not returned)."""
+    groups: dict[type[models.Model], list[models.Model]] = {}
+    for instance in instances:
+        groups.setdefault(type(instance), []).append(instance)
+    clauses, params = [], []
+    for index, (model, rows) in enumerate(groups.items()):
+        head, one, fields, _ = _insert(model)
+        clauses.append(f"{_qn(f'along_{index}')} AS ({head}{', '.join([one] * len(rows))})")
+        params += [_saved_value(f, row, True) for row in rows for f in fields]
+    return ("WITH " + ", ".join(clauses) + " ") if clauses else "", params
+
+
+def row_insert(instance: models.Model, *, along: Sequence[models.Model] = ()) -> None:
+    """`instance.save()` for a new row, without the compile; database-generated fields (an auto
+    primary key, `db_default`s) are read back. `along`: other new rows written by the same
+    statement (all or none, even outside a transaction)."""
+    using = connection.alias
+    head, one, fields, back = _insert(type(instance))
+    _inserted([*along, instance], using, before=True)
+    prefix, params = _along(along)
+    params += [_saved_value(f, instance, True) for f in fields]
+    sql = prefix + head + one
+    if back is not None:
+        sql += f" RETURNING {', '.join(back.sql)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if back is not None:
+            for attname, value in zip(back.attnames, back.convert(list(cursor.fetchone())), strict=True):
+                setattr(instance, attname, value)
+    _inserted([*along, instance], using, before=False)
+
+
+@functools.cache
+def _update(model: type[models.Model], names: tuple[str, ...]) -> tuple[str, list[Field], Field]:
+    meta = model._meta
+    fields: list[Field] = [meta.get_field(name) for name in names]  # type: ignore[misc]
+    sets = ", ".join(f"{_qn(f.column)} = %s" for f in fields)
+    pk: Field = meta.pk
+    return f"UPDATE {_qn(meta.db_table)} SET {sets} WHERE {_qn(pk.column)} = %s", fields, pk  # noqa: S608
+
+
+def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence[models.Model] = ()) -> None:
+    """`instance.save(update_fields=fields)` without the compile (`auto_now` fields listed in
+    `fields` are refreshed). Raises DatabaseError when the row is gone, as `save` does. `along`:
+    new rows written by the same statement."""
+    model, names, using = type(instance), tuple(fields), connection.alias
+    sql, columns, pk = _update(model, names)
+    update_fields = frozenset(names)
+    _inserted(list(along), using, before=True)
+    signals.pre_save.send(
+        sender=model, instance=instance, raw=False, using=using, update_fields=update_fields
+    )
+    prefix, params = _along(along)
+    params += [_saved_value(f, instance, False) for f in columns]
+    params.append(pk.get_db_prep_value(instance.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(prefix + sql, params)
+        if cursor.rowcount != 1:
+            raise DatabaseError(f"{model._meta.label}: no row updated (it was deleted)")
+    _inserted(list(along), using, before=False)
+    signals.post_save.send(
+        sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=using
+    )
+
+
+def rows_insert(instances: Sequence[models.Model]) -> None:
+    """New rows in one statement (generated fields are not read back)."""
+    if not instances:
+        return
+    using = connection.alias
+    _inserted(list(instances), using, before=True)
+    prefix, params = _along(instances)
+    with connection.cursor() as cursor:
+        cursor.execute(prefix + "SELECT 1", params)
+    _inserted(list(instances), using, before=False)

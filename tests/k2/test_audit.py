@@ -13,7 +13,15 @@ from django.db import connection, transaction
 
 from k2.audit.hashing import hash_of_entry
 from k2.audit.models import AuditArchive, AuditEntry, AuditSeal
-from k2.audit.services import audit_archive, audit_seal_all, audit_verify, parse_archive, record
+from k2.audit.services import (
+    atomic_audited,
+    audit_archive,
+    audit_seal_all,
+    audit_verify,
+    held_entries,
+    parse_archive,
+    record,
+)
 from k2.observability import context
 
 # Sealing only covers committed transactions, so these tests commit for real.
@@ -210,3 +218,26 @@ def test_audit_tables_are_owned_by_migrations_not_writable_by_psycopg_either(set
             conn.execute("DELETE FROM audit_log")
     finally:
         conn.close()
+
+
+def test_atomic_audited_writes_held_entries_with_the_change_or_not_at_all():
+    with atomic_audited():
+        first = record(None, "test.held.one", ("t", "1"))
+        assert first.id is None  # held, not written yet
+        assert held_entries() == [first]
+        assert held_entries() == []  # handed over once
+        record(None, "test.held.two", ("t", "2"))  # still held at the end: written before commit
+    assert set(
+        AuditEntry.objects.filter(action__startswith="test.held").values_list("action", flat=True)
+    ) == {"test.held.two"}  # `first` was handed over and never written by anyone: the caller's job
+
+    def fails() -> None:
+        with atomic_audited():
+            record(None, "test.held.rolled_back")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fails()
+    assert not AuditEntry.objects.filter(action="test.held.rolled_back").exists()
+    entry = record(None, "test.held.outside")
+    assert entry.id is not None  # outside the block, written at once

@@ -1,0 +1,158 @@
+"""`k2.core.queries`: the order path's SELECT, INSERT and UPDATE, built once from the model, must
+read and write exactly what the ORM would."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models.signals import post_save
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from apps.accounts.models import Session
+from apps.exchanges.models import ExchangeLink
+from apps.trading.models import Order
+from k2.audit.models import AuditEntry
+from k2.core.queries import row_get, row_insert, row_update, rows_insert
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("rows@example.com", "x" * 16)
+
+
+def new_order(user: Any, **fields: Any) -> Order:
+    values: dict[str, Any] = {
+        "user": user,
+        "client_order_id": uuid.uuid4().hex,
+        "request_fingerprint": "f" * 64,
+        "exchange": "cryptocom",
+        "instrument": "BTC-USD",
+        "instrument_type": "crypto",
+        "side": "buy",
+        "order_type": "limit",
+        "quantity": Decimal("0.5"),
+        "price": Decimal("65000.12"),
+        "metadata": {"reference_price": "65001", "nested": {"a": [1, 2]}},
+    }
+    return Order(**{**values, **fields})
+
+
+def orm_values(instance: Any) -> dict[str, Any]:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_insert_then_get_matches_the_orm(user: Any) -> None:
+    order = new_order(user)
+    with CaptureQueriesContext(connection) as insert:
+        row_insert(order)
+    assert len(insert) == 1
+    assert not order._state.adding
+    assert order.created_at is not None
+    assert order.updated_at >= order.created_at
+    assert order.status == "pending"
+
+    loaded = row_get(Order, pk=order.pk)
+    assert loaded is not None
+    assert orm_values(loaded) == orm_values(Order.objects.get(pk=order.pk))
+    assert loaded.metadata == {"reference_price": "65001", "nested": {"a": [1, 2]}}
+    assert loaded.quantity == Decimal("0.5")
+    assert loaded.created_at.tzinfo is not None
+    assert row_get(Order, pk=uuid.uuid4()) is None
+    assert row_get(Order, user_id=user.pk, client_order_id=order.client_order_id) == order
+
+
+def test_get_decrypts_like_the_orm_and_loads_a_foreign_key_in_the_same_query(user: Any) -> None:
+    link = ExchangeLink.objects.create(
+        user=user, exchange="cryptocom", access_token="key-123", access_secret="secret-456",
+        linked_at=timezone.now(),
+    )  # fmt: skip
+    loaded = row_get(ExchangeLink, user_id=user.pk, exchange="cryptocom", status="active")
+    assert loaded is not None
+    assert loaded.pk == link.pk
+    assert (loaded.access_token.reveal(), loaded.access_secret.reveal()) == ("key-123", "secret-456")
+    assert row_get(ExchangeLink, user_id=user.pk, exchange="cryptocom", status="revoked") is None
+
+    session = Session.objects.create(user=user, token_hash="h" * 64, expires_at=timezone.now() + timedelta(1))
+    with CaptureQueriesContext(connection) as queries:
+        found = row_get(Session, related=("user",), pk=session.pk)
+        assert found is not None
+        assert found.user.email == "rows@example.com"
+    assert len(queries) == 1
+    with pytest.raises(ValueError, match="required foreign key"):
+        row_get(Session, related=("token_hash",), pk=session.pk)
+
+
+def test_get_with_lock_holds_the_row_until_commit(user: Any) -> None:
+    order = new_order(user)
+    row_insert(order)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert row_get(Order, lock=True, pk=order.pk) == order
+    assert "FOR UPDATE" in queries[-1]["sql"]
+
+
+def test_update_writes_the_listed_fields_refreshes_auto_now_and_sends_signals(user: Any) -> None:
+    order = new_order(user)
+    row_insert(order)
+    before = order.updated_at
+    seen: list[tuple[bool, Any]] = []
+
+    def saved(sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:
+        seen.append((created, update_fields))
+
+    post_save.connect(saved, sender=Order, dispatch_uid="test_queries")
+    try:
+        order.status, order.notional, order.error_code = "submitted", Decimal("32500.06"), "ignored"
+        order.metadata = {**order.metadata, "price_source": "ticker"}
+        row_update(order, ["status", "notional", "metadata", "updated_at"])
+    finally:
+        post_save.disconnect(sender=Order, dispatch_uid="test_queries")
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.notional) == ("submitted", Decimal("32500.06"))
+    assert stored.metadata["price_source"] == "ticker"
+    assert stored.error_code == ""  # not listed: not written
+    assert stored.updated_at > before
+    assert seen == [(False, frozenset({"status", "notional", "metadata", "updated_at"}))]
+
+    Order.objects.filter(pk=order.pk).delete()
+    with pytest.raises(DatabaseError, match="no row updated"):
+        row_update(order, ["status"])
+
+
+def test_insert_reads_back_database_generated_fields() -> None:
+    entry = AuditEntry(
+        created_at=timezone.now(), action="test.rows", actor_label="system", details={}, entry_hash="0" * 64
+    )
+    row_insert(entry)
+    assert isinstance(entry.id, int)
+    assert entry.txid > 0
+    stored = AuditEntry.objects.get(pk=entry.pk)
+    assert (stored.txid, stored.action) == (entry.txid, "test.rows")
+
+
+def test_rows_along_are_written_by_the_same_statement_or_not_at_all(user: Any) -> None:
+    def entry(action: str) -> AuditEntry:
+        return AuditEntry(created_at=timezone.now(), action=action, details={"n": 1}, entry_hash="0" * 64)
+
+    order = new_order(user)
+    with CaptureQueriesContext(connection) as queries:
+        row_insert(order, along=[entry("test.along.insert")])
+        order.status = "submitted"
+        row_update(order, ["status"], along=[entry("test.along.update.1"), entry("test.along.update.2")])
+        rows_insert([entry("test.along.alone")])
+    assert len(queries) == 3
+    actions = set(AuditEntry.objects.filter(action__startswith="test.along").values_list("action", flat=True))
+    assert actions == {"test.along.insert", "test.along.update.1", "test.along.update.2", "test.along.alone"}
+    assert AuditEntry.objects.get(action="test.along.insert").details == {"n": 1}
+
+    duplicate = new_order(user, client_order_id=order.client_order_id)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        row_insert(duplicate, along=[entry("test.along.refused")])
+    assert not AuditEntry.objects.filter(action="test.along.refused").exists()
