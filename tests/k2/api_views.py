@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import ListAPIView
@@ -78,3 +80,16 @@ class EntryListView(ListAPIView):
     queryset = AuditEntry.objects.all()
     sort_fields = ("created_at", "action")
     filterset_fields = ("action",)
+
+
+RENDEZVOUS = threading.Barrier(2, timeout=5)
+
+
+class RendezvousView(APIView):
+    """Answers once a second request has arrived too: only if requests run side by side."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request):
+        RENDEZVOUS.wait()
+        return Response({"met": True})

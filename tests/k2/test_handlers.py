@@ -79,6 +79,38 @@ async def test_a_request_is_one_hop_from_the_loop(handler: Any, threads: Any) ->
     assert threads["started"][0] != loop_thread
 
 
+async def test_requests_run_side_by_side(handler: Any, threads: Any) -> None:
+    """A request waiting (on the database, on a venue) does not hold up the next one: each of
+    these two waits for the other to arrive, which on a single thread would never happen."""
+    from tests.k2 import api_views
+
+    api_views.RENDEZVOUS.reset()
+    first, second = await asyncio.gather(
+        call(handler, "GET", "/v1/test/rendezvous"), call(handler, "GET", "/v1/test/rendezvous")
+    )
+    assert (first["status"], second["status"]) == (200, 200), (first["body"], second["body"])
+    assert len(set(threads["started"])) == 2
+    assert sorted(threads["started"]) == sorted(threads["finished"])
+
+
+async def test_request_threads_are_reused(handler: Any) -> None:
+    """One after another, requests run on the same pooled thread (Django's handler would start
+    a thread for each; thread idents can be recycled, thread objects' names are not)."""
+    names: list[str] = []
+
+    def started(**kwargs: Any) -> None:
+        names.append(threading.current_thread().name)
+
+    signals.request_started.connect(started)
+    try:
+        for _ in range(3):
+            assert (await call(handler, "GET", "/v1/test/protected"))["status"] == 401
+    finally:
+        signals.request_started.disconnect(started)
+    assert len(names) == 3
+    assert len(set(names)) == 1, names
+
+
 async def test_errors_keep_the_api_envelope(handler: Any) -> None:
     response = await call(handler, "POST", "/v1/test/echo", b"{not json", content_type="application/json")
     assert response["status"] == 400

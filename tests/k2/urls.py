@@ -11,6 +11,7 @@ urlpatterns = [
     path("v1/test/conflict", api_views.ConflictView.as_view()),
     path("v1/test/throttled", api_views.ThrottledView.as_view()),
     path("v1/test/entries", api_views.EntryListView.as_view()),
+    path("v1/test/rendezvous", api_views.RendezvousView.as_view()),
     *k2_urlpatterns,
 ]
 
