@@ -19,18 +19,27 @@ Risk checks, each with its own code and `details` = {limit, attempted, ...}:
 
 Reference price: the market-data cache (fresh, not stale), else the venue's ticker (cached for
 `K2_TRADING_PRICE_CACHE_SECONDS`). Balances and positions: the venue (cached per link for
-`K2_TRADING_BALANCE_CACHE_SECONDS`); the venue stays the final guard against overspending.
+`K2_TRADING_BALANCE_CACHE_SECONDS`, then used for `K2_TRADING_BALANCE_STALE_SECONDS` more while
+re-read in the background, but never to refuse an order); the venue stays the final guard
+against overspending.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import statistics
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django import db
 from django.conf import settings
 from django.core.cache import cache
 
@@ -175,6 +184,7 @@ class RiskInputs:
     positions: list[Position] | None = None
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
     venue_error: ex.ExchangeError | None = None
+    account_stale: bool = False  # balances/positions from a stale snapshot (see account_snapshot)
 
 
 def reference_price(instrument: Instrument) -> tuple[Decimal | None, str]:
@@ -218,31 +228,120 @@ def _price_of(last: Any, bid: Any, ask: Any) -> Decimal | None:
 
 
 def account_snapshot(
-    *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
-) -> tuple[dict[str, Balance], list[Position] | None]:
+    *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool, allow_stale: bool = False
+) -> tuple[dict[str, Balance], list[Position] | None, bool]:
+    """The link's balances (and positions) from the venue, cached: (balances, positions, stale).
+
+    Fresh for `K2_TRADING_BALANCE_CACHE_SECONDS`. With `allow_stale`, a snapshot up to
+    `K2_TRADING_BALANCE_STALE_SECONDS` older is returned at once (stale=True) and refreshed from
+    the venue in the background: a user ordering every second or two does not wait for a venue
+    read on every other order. A stale snapshot may only let an order through to the venue's own
+    check, never refuse it (`order_place` reads the venue again before refusing)."""
     key = _account_keys(link_id)[int(want_positions)]
-    cached = cache.get(key)
+    cached = cache.get(key) if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 else None
     if cached is not None:
-        return cached[0], cached[1]
+        balances, positions, fetched = cached
+        age = time.time() - fetched
+        if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
+            return balances, positions, False
+        if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
+            _refresh_later(
+                key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
+            )
+            return balances, positions, True
+    balances, positions = _account_read(
+        key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
+    )
+    return balances, positions, False
+
+
+def _account_read(
+    key: str, *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
+) -> tuple[dict[str, Balance], list[Position] | None]:
+    """Read the venue and cache what it says (kept for the fresh and the stale window)."""
 
     async def get(adapter: ExchangeAdapter) -> tuple[list[Balance], list[Position] | None]:
         balances = await adapter.get_balances()
         positions = await adapter.get_positions() if want_positions else None
         return balances, positions
 
+    fetched = time.time()
     balances, positions = venue_call(
         venue, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
     )
     by_currency = {b.currency: b for b in balances}
-    expires = time.time() + settings.K2_TRADING_BALANCE_CACHE_SECONDS
-    cache.set(key, (by_currency, positions, expires), timeout=settings.K2_TRADING_BALANCE_CACHE_SECONDS)
+    if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0:
+        cache.set(key, (by_currency, positions, fetched), timeout=_account_ttl())
     return by_currency, positions
+
+
+def _account_ttl() -> float:
+    return settings.K2_TRADING_BALANCE_CACHE_SECONDS + max(settings.K2_TRADING_BALANCE_STALE_SECONDS, 0)
+
+
+class _Refresher:
+    """Background venue reads for stale snapshots: one thread per process, one read per key at a
+    time (a burst of orders on a stale snapshot asks the venue once)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k2-account-refresh")
+        self.pending: dict[str, Future[None]] = {}
+        self.lock = threading.Lock()
+
+    def submit(self, key: str, read: Callable[[], object]) -> None:
+        with self.lock:
+            if key in self.pending:
+                return
+            self.pending[key] = self.executor.submit(self._run, key, read)
+
+    def _run(self, key: str, read: Callable[[], object]) -> None:
+        try:
+            read()
+        except Exception as exc:  # the snapshot stays as it was; the next order tries again
+            log.warning("account_refresh_failed", key=key, error=repr(exc))
+        finally:
+            db.connections.close_all()  # this thread's connection (its venue-call audit) goes back
+            with self.lock:
+                self.pending.pop(key, None)
+
+    def wait(self, timeout: float) -> None:
+        """Until the refreshes under way are done (tests, shutdown)."""
+        with self.lock:
+            futures = list(self.pending.values())
+        wait_futures(futures, timeout=timeout)
+
+
+_refresher: _Refresher | None = None
+
+
+def account_refresher() -> _Refresher:
+    global _refresher
+    if _refresher is None or _refresher.pid != os.getpid():  # a forked worker starts its own
+        _refresher = _Refresher()
+    return _refresher
+
+
+def _refresh_later(
+    key: str, *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
+) -> None:
+    account_refresher().submit(
+        key,
+        functools.partial(
+            _account_read,
+            key,
+            link_id=link_id,
+            venue=venue,
+            credentials=credentials,
+            want_positions=want_positions,
+        ),
+    )
 
 
 def _account_keys(link_id: Any) -> list[str]:
     """The cached snapshots of one link, without and with positions: (balances, positions,
-    expiry as a Unix time)."""
-    return [f"k2:trading:account:v2:{link_id}:{positions}" for positions in (0, 1)]
+    when the venue was read as a Unix time)."""
+    return [f"k2:trading:account:v3:{link_id}:{positions}" for positions in (0, 1)]
 
 
 def account_snapshot_forget(*, link_id: Any) -> None:
@@ -265,8 +364,9 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
         currency, amount = instrument.base, order.quantity
     try:
         now = time.time()
-        for key, (cached, positions, expires) in cache.get_many(_account_keys(link_id)).items():
-            if currency not in cached or expires - now < 0.01:
+        for key, (cached, positions, fetched) in cache.get_many(_account_keys(link_id)).items():
+            left = fetched + _account_ttl() - now
+            if currency not in cached or left < 0.01:
                 continue
             balances = dict(cached)
             held = balances[currency]
@@ -276,32 +376,47 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
                 available=held.available - amount,
                 on_hold=held.on_hold + amount,
             )
-            cache.set(key, (balances, positions, expires), timeout=expires - now)
+            cache.set(key, (balances, positions, fetched), timeout=left)
     except Exception as exc:  # the order passed its checks: a cache fault must not stop it
         log.warning("balance_reserve_failed", order_id=str(order.pk), error=repr(exc))
 
 
 def risk_gather(
-    *, order: Order, instrument: Instrument, link_id: Any, credentials: Credentials
+    *, order: Order, instrument: Instrument, link_id: Any, credentials: Credentials, allow_stale: bool = True
 ) -> RiskInputs:
     """What the checks need from outside the database. Skipped entirely under a halt switch;
-    a venue that cannot be reached is recorded (the order is then refused, never sent blind)."""
+    a venue that cannot be reached is recorded (the order is then refused, never sent blind).
+    `allow_stale`: see `account_snapshot`."""
     switches = selectors.kill_switches_active(user_id=order.user_id, venue=order.exchange)
     inputs = RiskInputs(switches=switches)
     if any(s.mode == KillSwitchMode.HALT for s in switches):
         return inputs
+    if any(s.mode == KillSwitchMode.REDUCE_ONLY for s in switches):
+        allow_stale = False  # what may be sold is the position now, not a few seconds ago
     needs_price = not (order.order_type == OrderType.LIMIT and order.post_only)
     try:
         if needs_price or order.side == Side.BUY:
             inputs.reference_price, inputs.price_source = reference_price(instrument)
         caps = venue_capabilities(order.exchange)
         want_positions = bool(caps["positions"]) and order.instrument_type == InstrumentType.EVENT
-        inputs.balances, inputs.positions = account_snapshot(
-            link_id=link_id, venue=order.exchange, credentials=credentials, want_positions=want_positions
+        inputs.balances, inputs.positions, inputs.account_stale = account_snapshot(
+            link_id=link_id,
+            venue=order.exchange,
+            credentials=credentials,
+            want_positions=want_positions,
+            allow_stale=allow_stale,
         )
     except ex.ExchangeError as error:
         inputs.venue_error = error
     return inputs
+
+
+# Refusals that depend on the account snapshot: never made from a stale one.
+ACCOUNT_CODES = frozenset({"INSUFFICIENT_BALANCE", "RISK_MAX_POSITION"})
+
+
+class AccountSnapshotStale(Exception):
+    """The checks would refuse the order on a stale account snapshot: read the venue, check again."""
 
 
 # ---- the engine ---------------------------------------------------------------------------------

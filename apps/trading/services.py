@@ -394,7 +394,13 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
 
     credentials = link_credentials(link)
     inputs = risk.risk_gather(order=order, instrument=instrument, link_id=link.pk, credentials=credentials)
-    order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+    try:
+        order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+    except risk.AccountSnapshotStale:
+        inputs = risk.risk_gather(
+            order=order, instrument=instrument, link_id=link.pk, credentials=credentials, allow_stale=False
+        )
+        order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
     risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
@@ -465,6 +471,8 @@ def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.Risk
         try:
             notional = risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now())
         except RiskRejection as rejection:
+            if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES:
+                raise risk.AccountSnapshotStale() from rejection  # nothing written: rolled back
             order.metadata = {**order.metadata, "rejection": rejection.details, "rejected_by": "risk"}
             order_transition(
                 order,

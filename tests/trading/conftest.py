@@ -32,6 +32,9 @@ def venue(settings: Any, cryptocom_sim: SimHandle) -> SimHandle:  # noqa: F811
     settings.K2_TRADING_VENUE_TIMEOUT_SECONDS = 3
     settings.K2_TRADING_RECONCILE_GRACE_SECONDS = 0
     settings.K2_TRADING_STREAM_REFRESH_SECONDS = 0.2
+    # A stale balance is re-read on a background thread, whose writes (the venue call's audit)
+    # would commit outside a test's transaction: the tests of that path turn it on themselves.
+    settings.K2_TRADING_BALANCE_STALE_SECONDS = 0
     from apps.marketdata.services import instruments_sync
 
     results = instruments_sync(venue="cryptocom")

@@ -104,6 +104,65 @@ def test_insufficient_balance_from_the_venue(make_trader: Any) -> None:
     assert (details["currency"], details["required"], details["available"]) == ("BTC", "0.01", "0.001")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_balance_never_refuses_an_order(make_trader: Any, settings: Any) -> None:
+    """The snapshot says too little (an order it reserved for was cancelled since); the venue
+    has enough. A stale snapshot must not refuse: the venue is read again, and the order goes."""
+    import time
+
+    from apps.trading import risk
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 1
+    settings.K2_TRADING_BALANCE_STALE_SECONDS = 30
+    probe = make_trader()
+    price = probe.below_market()
+    trader = make_trader({"USD": str(price * Decimal("0.03"))})
+    first = trader.place(quantity="0.02", price=str(price))
+    assert first.status_code == 201, first.content
+    assert trader.client.delete(f"/v1/orders/{first.json()['data']['id']}").status_code == 200
+    time.sleep(1.1)  # the snapshot (with the first order's amount held) is now stale
+
+    second = trader.place(quantity="0.02", price=str(price))
+    assert second.status_code == 201, second.content
+    assert not AuditEntry.objects.filter(action="order.risk_rejected").exists()
+    risk.account_refresher().wait(5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_balance_is_used_at_once_and_reread_in_the_background(
+    make_trader: Any, settings: Any
+) -> None:
+    """Past its fresh window a snapshot still lets an order through without waiting for the
+    venue (here the venue's balance read fails just then), and is re-read behind it."""
+    import time
+
+    from django.core.cache import cache
+
+    from apps.trading import risk
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 1
+    settings.K2_TRADING_BALANCE_STALE_SECONDS = 30
+    trader = make_trader({"USD": "100000"})
+    key = risk._account_keys(trader.user.exchange_links.get().pk)[0]
+    assert trader.place(quantity="0.01").status_code == 201
+    read_at = cache.get(key)[2]
+    time.sleep(1.1)
+
+    trader.sim.fault("http_500", count=100, method="private/user-balance")  # more than its retries
+    assert trader.place(quantity="0.01").status_code == 201  # did not need the venue's balance
+    risk.account_refresher().wait(10)
+    [left] = trader.sim.http.get("/_sim/faults").json()["faults"]
+    assert left["remaining"] < 100  # the background read met the fault (and gave up)
+    assert cache.get(key)[2] == read_at  # the snapshot is as it was
+    trader.sim.http.delete("/_sim/faults")
+
+    assert trader.place(quantity="0.01").status_code == 201  # still stale: used, re-read again
+    risk.account_refresher().wait(10)
+    assert cache.get(key)[2] > read_at
+    assert trader.place(quantity="0.01").status_code == 201  # fresh again
+    assert cache.get(key)[2] > read_at
+
+
 def test_limits_resolve_most_specific_first(trader: Trader, settings: Any) -> None:
     from apps.trading.risk import limits_for
 
@@ -128,7 +187,7 @@ def test_price_unavailable_policy(trader: Trader) -> None:
     from apps.trading.services import OrderInput, _order_create
 
     instrument = Instrument.objects.get(symbol="BTC-USD")
-    balances, _ = risk.account_snapshot(
+    balances, _, _ = risk.account_snapshot(
         link_id="t", venue="cryptocom", credentials=_credentials(trader), want_positions=False
     )
     inputs = risk.RiskInputs(reference_price=None, balances=balances)
@@ -217,6 +276,7 @@ def test_reserving_never_extends_the_cached_balance_window(make_trader: Any, set
     from apps.trading.risk import _account_keys
 
     settings.K2_TRADING_BALANCE_CACHE_SECONDS = 3
+    settings.K2_TRADING_BALANCE_STALE_SECONDS = 0  # this test is about the fresh window alone
     trader = make_trader({"USD": "100000", "BTC": "1"})
     key = cache.make_and_validate_key(_account_keys(trader.user.exchange_links.get().pk)[0])
     redis = cache._cache.get_client(key)  # type: ignore[attr-defined]
