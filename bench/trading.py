@@ -4,7 +4,9 @@ calling the same simulator directly, in the same run: p50/p99, sequential and co
     python -m k2.devstack run -- python -m bench trading [--orders 200] [--clients 20] [--rate 20]
 
 Everything is real and local: the Crypto.com simulator in its own process, K2's web process
-(uvicorn, as the Procfile runs it) in another, PostgreSQL and Redis from the devstack. Each
+(uvicorn, as the Procfile runs it) in another, the market-data feed in a third (as in
+production, the risk engine's reference price comes from it), PostgreSQL and Redis from the
+devstack. The user-stream process does not run (orders are not tracked after placement). Each
 concurrent client is its own user with its own linked simulator account (venue rate limits are
 per API key). Orders are resting limit buys 5 % under the market, cancelled between phases
 (untimed). K2's overhead = K2's latency - the direct adapter's latency at the same percentile.
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -101,6 +104,23 @@ def start_web(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz", proc, "web")
     return proc, base
+
+
+def start_feed(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The Procfile's feed for the simulator's venue; returns once BTC-USD has a live price."""
+    from apps.marketdata import cache as price_cache
+
+    cmd = [sys.executable, "manage.py", "run_feed", "--venue", "cryptocom", "--stats-interval", "3600"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        snap = price_cache.prices_read(["BTC-USD"], {"BTC-USD": "cryptocom"})["BTC-USD"]
+        if snap is not None and not snap.stale:
+            return proc
+        time.sleep(0.2)
+    proc.terminate()
+    proc.wait(10)
+    raise RuntimeError("the feed did not publish a live BTC-USD price within 30 s")
 
 
 def prepare(sim: str, clients: int) -> list[dict[str, Any]]:
@@ -262,7 +282,7 @@ async def through_k2(
 
 async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
     sim_proc, sim = start_simulator()
-    web_proc = None
+    web_proc = feed_proc = None
     try:
         os.environ["K2_CRYPTOCOM_REST_URL"] = f"{sim}/exchange/v1"
         os.environ["K2_CRYPTOCOM_MARKET_WS_URL"] = f"{sim.replace('http', 'ws')}/exchange/v1/market"
@@ -271,6 +291,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
         traders = await asyncio.to_thread(prepare, sim, args.clients)
         web_env = {"DATABASE_POOL_MAX_SIZE": "10", **os.environ}  # as the Procfile's web process
         web_proc, web = start_web(web_env, args.web_workers)
+        feed_proc = await asyncio.to_thread(start_feed, dict(os.environ))
         price = await price_below_market(sim)
         one = traders[:1]
         # warm up both paths for every client (connections, imports, caches)
@@ -295,7 +316,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
             rows.append((mode, d, k))
         return rows
     finally:
-        for proc in (web_proc, sim_proc):
+        for proc in (web_proc, feed_proc, sim_proc):
             if proc is not None:
                 proc.terminate()
                 proc.wait(10)
@@ -353,6 +374,10 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
     rows = asyncio.run(asyncio.wait_for(run(args), timeout=300))
     print_table(rows)
+    from apps.trading.models import Order
+
+    sources = Counter(Order.objects.values_list("metadata__price_source", flat=True))
+    print("reference price of K2's orders, by source: " + ", ".join(f"{k} {n}" for k, n in sources.items()))
     return 0
 
 
