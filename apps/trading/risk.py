@@ -27,11 +27,12 @@ against overspending.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -270,9 +271,26 @@ def _account_read(
         venue, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
     )
     by_currency = {b.currency: b for b in balances}
-    if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0:
-        cache.set(key, (by_currency, positions, fetched), timeout=_account_ttl())
+    _account_put(key, by_currency, positions, fetched)
     return by_currency, positions
+
+
+def _account_put(
+    key: str, balances: dict[str, Balance], positions: list[Position] | None, read_at: float
+) -> None:
+    """Cache a snapshot for the rest of its window, unless the cache holds a newer one (a push
+    that arrived while this read was under way)."""
+    left = read_at + _account_ttl() - time.time()
+    if settings.K2_TRADING_BALANCE_CACHE_SECONDS <= 0 or left <= 0:
+        return
+    current = cache.get(key)
+    if current is None or current[2] <= read_at:
+        cache.set(key, (balances, positions, read_at), timeout=_whole_seconds(left))
+
+
+def _whole_seconds(left: float) -> int:
+    """The cache's expiry is in whole seconds: round up, `account_snapshot` checks the age."""
+    return math.ceil(left)
 
 
 def _account_ttl() -> float:
@@ -344,8 +362,13 @@ def _account_keys(link_id: Any) -> list[str]:
     return [f"k2:trading:account:v3:{link_id}:{positions}" for positions in (0, 1)]
 
 
-def account_snapshot_forget(*, link_id: Any) -> None:
-    cache.delete_many(_account_keys(link_id))
+def account_snapshot_store(*, link_id: Any, balances: Iterable[Balance], read_at: float) -> None:
+    """The venue pushed the link's balances (user stream): they become the snapshot, as if read
+    at `read_at` (Unix time), so the next order need not ask the venue. The snapshot with
+    positions is dropped (a push carries none)."""
+    without, with_positions = _account_keys(link_id)
+    _account_put(without, {b.currency: b for b in balances}, None, read_at)
+    cache.delete(with_positions)
 
 
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
@@ -366,7 +389,7 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
         now = time.time()
         for key, (cached, positions, fetched) in cache.get_many(_account_keys(link_id)).items():
             left = fetched + _account_ttl() - now
-            if currency not in cached or left < 0.01:
+            if currency not in cached or left <= 0:
                 continue
             balances = dict(cached)
             held = balances[currency]
@@ -376,7 +399,7 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
                 available=held.available - amount,
                 on_hold=held.on_hold + amount,
             )
-            cache.set(key, (balances, positions, fetched), timeout=left)
+            cache.set(key, (balances, positions, fetched), timeout=_whole_seconds(left))
     except Exception as exc:  # the order passed its checks: a cache fault must not stop it
         log.warning("balance_reserve_failed", order_id=str(order.pk), error=repr(exc))
 

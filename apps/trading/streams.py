@@ -8,7 +8,7 @@ heartbeats, reconnects, re-auth and re-subscribe); the set of links is re-read e
 - a fill -> `execution_record` (exactly once, unique venue trade id);
 - every (re)connect -> that link's live orders are reconciled, covering whatever the stream
   missed while it was down (and the periodic reconciliation task covers a dead follower);
-- a balance update -> the risk engine's cached balance for that link is dropped.
+- a balance update -> it becomes the risk engine's cached balance for that link.
 
 Everything it does is idempotent, so two followers (a deploy overlap, a second replica) only
 repeat work; they never double a fill or regress an order.
@@ -89,10 +89,10 @@ def _on_connected(link: LinkInfo) -> None:
     orders_reconcile_for_link(user_id=link.user_id, venue=link.venue)
 
 
-def _on_balance(link: LinkInfo) -> None:
-    from apps.trading.risk import account_snapshot_forget
+def _on_balance(link: LinkInfo, event: BalanceUpdate) -> None:
+    from apps.trading.risk import account_snapshot_store
 
-    account_snapshot_forget(link_id=link.link_id)
+    account_snapshot_store(link_id=link.link_id, balances=event.balances, read_at=event.time.timestamp())
 
 
 class UserStreamSupervisor:
@@ -172,7 +172,7 @@ class UserStreamSupervisor:
                 self.connects += 1
                 await sync_to_async(_on_connected)(link)
             elif isinstance(event, BalanceUpdate):
-                await sync_to_async(_on_balance)(link)
+                await sync_to_async(_on_balance)(link, event)
             self.handled += 1
         except Exception:  # one bad message must not stop the stream; reconciliation covers it
             log.exception("user_stream_event_failed", link_id=link.link_id, event=type(event).__name__)

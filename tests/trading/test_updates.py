@@ -155,3 +155,43 @@ def test_order_update_arrives_on_the_websocket(trader: Trader, settings: Any) ->
     filled = next(m for m in seen if m["status"] == "filled")
     assert filled["filled_quantity"] == "0.01"
     assert Decimal(filled["avg_price"]) > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_balance_push_becomes_the_risk_engines_snapshot(
+    trader: Trader, user_streams: Callable[[], StreamRunner], settings: Any
+) -> None:
+    """The venue pushes the account's balances whenever they change: they replace the cached
+    snapshot, so the next order is checked against them without asking the venue."""
+    from django.core.cache import cache
+
+    from apps.exchanges.adapters.base import Credentials
+    from apps.trading.risk import _account_keys
+    from apps.trading.venue import venue_call
+    from k2.audit.models import AuditEntry
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 30  # within the test only a push renews it
+    runner = user_streams()
+    eventually(lambda: runner.supervisor.connects >= 1)
+    key = _account_keys(trader.user.exchange_links.get().pk)[0]
+
+    def balance_reads() -> int:
+        calls = AuditEntry.objects.filter(action="exchange.call")
+        return sum(1 for c in calls if c.details.get("method") == "private/user-balance")
+
+    resting = order_of(trader.place(quantity="0.01"))
+    reads = balance_reads()  # the link's check, and this order's unless a push came first
+    placed_at = time.time()
+
+    # Cancelled at the venue directly: the hold comes back, and the push says so.
+    creds = Credentials(trader.account["api_key"], trader.account["api_secret"])
+
+    async def cancel(adapter: Any) -> None:
+        await adapter.cancel_order(client_order_id=resting.venue_client_order_id)
+
+    venue_call("cryptocom", cancel, credentials=creds, timeout=5)
+    venue_usd = Decimal(trader.venue_state()["balances"]["USD"]["available"])
+    eventually(lambda: cache.get(key)[2] > placed_at and cache.get(key)[0]["USD"].available == venue_usd)
+
+    assert trader.place(quantity="0.01").status_code == 201
+    assert balance_reads() == reads  # checked against the pushed balances
