@@ -53,6 +53,7 @@ from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outc
 from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
 from apps.trading.models import KillSwitch, Order
 from apps.trading.venue import venue_call, venue_capabilities
+from k2.core.cache import redis_client
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -240,20 +241,24 @@ def account_snapshot(
     check, never refuse it (`order_place` reads the venue again before refusing)."""
     key = _account_keys(link_id)[int(want_positions)]
     cached = cache.get(key) if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 else None
+    stale = False
     if cached is not None:
-        balances, positions, fetched = cached
-        age = time.time() - fetched
-        if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
-            return balances, positions, False
-        if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
-            _refresh_later(
-                key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
-            )
-            return balances, positions, True
-    balances, positions = _account_read(
-        key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
-    )
-    return balances, positions, False
+        balances, positions, read_at = cached
+        age = time.time() - read_at
+        if age >= settings.K2_TRADING_BALANCE_CACHE_SECONDS:
+            stale = allow_stale and age < _account_ttl()  # (the cache's expiry is in whole seconds)
+            if not stale:
+                cached = None
+            else:
+                _refresh_later(
+                    key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
+                )
+    if cached is None:
+        read_at = time.time()
+        balances, positions = _account_read(
+            key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
+        )
+    return _less_holds(link_id, balances, read_at), positions, stale
 
 
 def _account_read(
@@ -266,12 +271,12 @@ def _account_read(
         positions = await adapter.get_positions() if want_positions else None
         return balances, positions
 
-    fetched = time.time()
+    read_at = time.time()
     balances, positions = venue_call(
         venue, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
     )
     by_currency = {b.currency: b for b in balances}
-    _account_put(key, by_currency, positions, fetched)
+    _account_put(key, by_currency, positions, read_at)
     return by_currency, positions
 
 
@@ -371,11 +376,37 @@ def account_snapshot_store(*, link_id: Any, balances: Iterable[Balance], read_at
     cache.delete(with_positions)
 
 
+def _holds_key(link_id: Any) -> str:
+    """What the link's orders hold since they were placed: a sorted set of "order currency
+    amount", scored by when. Kept apart from the snapshots, so recording a hold never writes
+    over a snapshot (a venue read or a push landing at the same moment stays as it is)."""
+    return cache.make_and_validate_key(f"k2:trading:account:v3:{link_id}:holds")
+
+
+def _less_holds(link_id: Any, balances: dict[str, Balance], read_at: float) -> dict[str, Balance]:
+    """The snapshot less what orders placed since its venue read hold (those before it are in
+    the venue's own figures)."""
+    entries = redis_client().zrangebyscore(_holds_key(link_id), read_at, "+inf")
+    if not entries:
+        return balances
+    held: dict[str, Decimal] = {}
+    for entry in entries:
+        _order, currency, amount = entry.decode().split(" ")
+        held[currency] = held.get(currency, Decimal(0)) + Decimal(amount)
+    balances = dict(balances)
+    for currency, amount in held.items():
+        if (b := balances.get(currency)) is not None:
+            balances[currency] = Balance(
+                currency=b.currency, total=b.total, available=b.available - amount, on_hold=b.on_hold + amount
+            )
+    return balances
+
+
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
-    """After an order went out, take what it holds off the cached available balance, so the
-    next order within the cache window is checked against what is really left. The window is
-    the venue read's: updating the entry never extends it, so a user trading steadily still
-    gets fresh balances (fills, deposits) from the venue every few seconds."""
+    """Before an order goes out, record what it will hold, so the next order is checked against
+    what is really left until a venue read (or push) after it includes it. Recording never
+    touches the snapshot or its window: a user trading steadily still gets fresh balances
+    (fills, deposits) from the venue every few seconds."""
     if order.side == Side.BUY:
         currency = instrument.quote or "USD"
         amount = (order.notional or Decimal(0)) * (
@@ -386,20 +417,12 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
     else:
         currency, amount = instrument.base, order.quantity
     try:
-        now = time.time()
-        for key, (cached, positions, fetched) in cache.get_many(_account_keys(link_id)).items():
-            left = fetched + _account_ttl() - now
-            if currency not in cached or left <= 0:
-                continue
-            balances = dict(cached)
-            held = balances[currency]
-            balances[currency] = Balance(
-                currency=held.currency,
-                total=held.total,
-                available=held.available - amount,
-                on_hold=held.on_hold + amount,
-            )
-            cache.set(key, (balances, positions, fetched), timeout=_whole_seconds(left))
+        key, now, ttl = _holds_key(link_id), time.time(), _account_ttl()
+        with redis_client(write=True).pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {f"{order.pk} {currency} {amount}": now})
+            pipe.zremrangebyscore(key, "-inf", now - ttl)  # older than any snapshot still cached
+            pipe.expire(key, _whole_seconds(ttl))
+            pipe.execute()
     except Exception as exc:  # the order passed its checks: a cache fault must not stop it
         log.warning("balance_reserve_failed", order_id=str(order.pk), error=repr(exc))
 

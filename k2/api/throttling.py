@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from django.core.cache import cache
 from rest_framework import throttling
 
+from k2.core.cache import redis_client
+
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
     from rest_framework.request import Request
     from rest_framework.views import APIView
@@ -56,7 +58,7 @@ class RedisRateThrottle(throttling.SimpleRateThrottle):
         if self.key is None:
             return True
         now = time.time()
-        client: Any = cache.client(write=True)  # type: ignore[attr-defined]
+        client = redis_client(write=True)
         allowed, oldest = _sliding_window(client)(
             keys=[cache.make_key(self.key)],
             args=[now, self.duration, self.num_requests, f"{now}:{uuid.uuid4().hex[:8]}"],

@@ -48,3 +48,13 @@ class SharedPoolRedisCache(RedisCache):
         Keys are the caller's: pass them through `make_key` to share the cache's namespace."""
         this: Any = self
         return this._cache.get_client(write=write)
+
+
+def redis_client(*, write: bool = False) -> Any:
+    """The default cache's redis-py client, on its shared pool (see `SharedPoolRedisCache.client`)."""
+    from django.core.cache import caches
+
+    backend = caches["default"]
+    if not isinstance(backend, SharedPoolRedisCache):
+        raise TypeError(f"the default cache is {type(backend).__name__}, not SharedPoolRedisCache")
+    return backend.client(write=write)

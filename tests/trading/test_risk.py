@@ -266,33 +266,48 @@ def test_reduce_only_lets_only_position_reducing_orders_through(trader: Trader) 
     assert trader.place(side="sell", quantity="0.01", price=sell_price).status_code == 201
 
 
-def test_reserving_never_extends_the_cached_balance_window(make_trader: Any, settings: Any) -> None:
-    """Each order takes its amount off the cached venue balance, but the entry still expires when
-    the venue read does: a user trading steadily gets fresh balances (fills, deposits)."""
+def test_orders_hold_their_amount_until_a_venue_read_includes_it(make_trader: Any, settings: Any) -> None:
+    """Each order's amount comes off the cached venue balance for the orders after it, until a
+    venue read after it includes it. Recording that never touches the snapshot or its window:
+    a user trading steadily still gets fresh balances (fills, deposits)."""
     import time
 
     from django.core.cache import cache
 
-    from apps.trading.risk import _account_keys
+    from apps.trading import risk
+    from k2.core.cache import redis_client
+    from tests.trading.conftest import order_of
 
     settings.K2_TRADING_BALANCE_CACHE_SECONDS = 3
     settings.K2_TRADING_BALANCE_STALE_SECONDS = 0  # this test is about the fresh window alone
     trader = make_trader({"USD": "100000", "BTC": "1"})
-    key = cache.make_and_validate_key(_account_keys(trader.user.exchange_links.get().pk)[0])
-    redis = cache._cache.get_client(key)  # type: ignore[attr-defined]
+    link_id = trader.user.exchange_links.get().pk
+    name = risk._account_keys(link_id)[0]
+    key, redis = cache.make_and_validate_key(name), redis_client()
+    buffer = 1 + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / 100
 
-    def cached_available() -> Decimal:
-        return cache.get(_account_keys(trader.user.exchange_links.get().pk)[0])[0]["USD"].available
+    def available() -> Decimal:
+        balances, _, _ = risk.account_snapshot(
+            link_id=link_id, venue="cryptocom", credentials=_credentials(trader), want_positions=False
+        )
+        return balances["USD"].available
 
-    assert trader.place(quantity="0.01").status_code == 201  # reads the venue, then reserves
+    first = order_of(trader.place(quantity="0.01"))  # reads the venue, then holds its amount
+    snapshot = cache.get(name)
+    read = snapshot[0]["USD"].available
     first_ttl = redis.pttl(key)
-    assert 1000 < first_ttl <= 3000
-    after_one = cached_available()
+    assert 2000 < first_ttl <= 3000
+    assert available() == read - first.notional * buffer
     time.sleep(1.1)
-    assert trader.place(quantity="0.01").status_code == 201  # from the cache, reserves again
-    assert cached_available() < after_one  # the second order's amount came off too
-    assert redis.pttl(key) <= first_ttl - 900  # the window was not restarted (Django: whole seconds)
+    second = order_of(trader.place(quantity="0.01"))  # from the cache, holds its amount too
+    assert available() == read - (first.notional + second.notional) * buffer
+    assert cache.get(name) == snapshot  # the snapshot itself is the venue's, untouched
+    assert redis.pttl(key) <= first_ttl - 900  # its window was not restarted
     time.sleep(max(0.0, redis.pttl(key) / 1000) + 0.1)
     assert redis.pttl(key) == -2  # gone: the next order reads the venue again
-    assert trader.place(quantity="0.01").status_code == 201
-    assert redis.pttl(key) > 1500  # a new window from the new venue read
+
+    third = order_of(trader.place(quantity="0.01"))
+    fresh = cache.get(name)
+    assert fresh[2] > snapshot[2]
+    # The venue's figure includes the first two orders; only the third is held on top of it.
+    assert available() == fresh[0]["USD"].available - third.notional * buffer
