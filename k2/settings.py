@@ -124,9 +124,10 @@ if not DATABASES["default"].get("NAME"):
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=5
 )
-# Under ASGI every request runs its sync code in a fresh thread, so Django's per-thread persistent
-# connections (CONN_MAX_AGE) are never reused: each request would pay a new connection. The web
-# process (Procfile) therefore uses a psycopg pool shared by all its threads; a connection is
+# Under Django's ASGI handler every request runs its sync code in a fresh thread, so per-thread
+# persistent connections (CONN_MAX_AGE) are never reused; K2's handler (k2/handlers.py) reuses a
+# bounded set of threads, but a connection per thread idles between that thread's requests. The
+# web process (Procfile) therefore uses a psycopg pool shared by all its threads; a connection is
 # checked before it is handed out and goes back when the request ends. Other processes keep
 # per-thread connections: a thread that never ends its "request" would hold a pooled one forever.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -1,7 +1,8 @@
 """Django's Redis cache with one connection pool (and client) per process, not one per thread.
 
-Django keeps a cache object per thread (per async context). Under ASGI every request runs its
-sync code in a fresh thread, so the stock backend opened a new Redis connection for every request.
+Django keeps a cache object per thread (per async context). Under Django's ASGI handler every
+request runs its sync code in a fresh thread, so the stock backend opened a new Redis connection
+for every request (K2's handler reuses threads, but each would still hold its own connections).
 redis-py's pool is thread-safe and resets itself in a forked child, so all threads share one.
 """
 
