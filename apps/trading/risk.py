@@ -240,31 +240,27 @@ def account_snapshot(
     read on every other order. A stale snapshot may only let an order through to the venue's own
     check, never refuse it (`order_place` reads the venue again before refusing)."""
     key = _account_keys(link_id)[int(want_positions)]
+    read = functools.partial(
+        _account_read, key, venue=venue, credentials=credentials, want_positions=want_positions
+    )
     cached = cache.get(key) if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 else None
-    stale = False
     if cached is not None:
         balances, positions, read_at = cached
         age = time.time() - read_at
-        if age >= settings.K2_TRADING_BALANCE_CACHE_SECONDS:
-            stale = allow_stale and age < _account_ttl()  # (the cache's expiry is in whole seconds)
-            if not stale:
-                cached = None
-            else:
-                _refresh_later(
-                    key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
-                )
-    if cached is None:
-        read_at = time.time()
-        balances, positions = _account_read(
-            key, link_id=link_id, venue=venue, credentials=credentials, want_positions=want_positions
-        )
-    return _less_holds(link_id, balances, read_at), positions, stale
+        if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
+            return _less_holds(link_id, balances, read_at), positions, False
+        if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
+            account_refresher().submit(key, read)
+            return _less_holds(link_id, balances, read_at), positions, True
+    balances, positions, read_at = read()
+    return _less_holds(link_id, balances, read_at), positions, False
 
 
 def _account_read(
-    key: str, *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
-) -> tuple[dict[str, Balance], list[Position] | None]:
-    """Read the venue and cache what it says (kept for the fresh and the stale window)."""
+    key: str, *, venue: str, credentials: Credentials, want_positions: bool
+) -> tuple[dict[str, Balance], list[Position] | None, float]:
+    """Read the venue and cache what it says (kept for the fresh and the stale window); also
+    returns when the read began."""
 
     async def get(adapter: ExchangeAdapter) -> tuple[list[Balance], list[Position] | None]:
         balances = await adapter.get_balances()
@@ -277,7 +273,7 @@ def _account_read(
     )
     by_currency = {b.currency: b for b in balances}
     _account_put(key, by_currency, positions, read_at)
-    return by_currency, positions
+    return by_currency, positions, read_at
 
 
 def _account_put(
@@ -343,22 +339,6 @@ def account_refresher() -> _Refresher:
     if _refresher is None or _refresher.pid != os.getpid():  # a forked worker starts its own
         _refresher = _Refresher()
     return _refresher
-
-
-def _refresh_later(
-    key: str, *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool
-) -> None:
-    account_refresher().submit(
-        key,
-        functools.partial(
-            _account_read,
-            key,
-            link_id=link_id,
-            venue=venue,
-            credentials=credentials,
-            want_positions=want_positions,
-        ),
-    )
 
 
 def _account_keys(link_id: Any) -> list[str]:

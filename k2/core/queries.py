@@ -134,13 +134,16 @@ def _insert(model: type[models.Model]) -> tuple[str, str, list[Field], _Columns 
     return head, f"({', '.join(['%s'] * len(fields))})", fields, back
 
 
-def _inserted(instances: list[models.Model], using: str, *, before: bool) -> None:
+def _before_insert(instances: Iterable[models.Model], using: str) -> None:
     for instance in instances:
-        if before:
-            signals.pre_save.send(
-                sender=type(instance), instance=instance, raw=False, using=using, update_fields=None
-            )
-            continue
+        signals.pre_save.send(
+            sender=type(instance), instance=instance, raw=False, using=using, update_fields=None
+        )
+
+
+def _after_insert(instances: Iterable[models.Model], using: str) -> None:
+    """What `save` does once a new row is written: the instance knows it is saved, post_save."""
+    for instance in instances:
         instance._state.adding, instance._state.db = False, using
         signals.post_save.send(
             sender=type(instance), instance=instance, created=True, update_fields=None, raw=False, using=using
@@ -168,7 +171,7 @@ def row_insert(instance: models.Model, *, along: Sequence[models.Model] = ()) ->
     statement (all or none, even outside a transaction)."""
     using = connection.alias
     head, one, fields, back = _insert(type(instance))
-    _inserted([*along, instance], using, before=True)
+    _before_insert([*along, instance], using)
     prefix, params = _along(along)
     params += [_saved_value(f, instance, True) for f in fields]
     sql = prefix + head + one
@@ -179,7 +182,7 @@ def row_insert(instance: models.Model, *, along: Sequence[models.Model] = ()) ->
         if back is not None:
             for attname, value in zip(back.attnames, back.convert(list(cursor.fetchone())), strict=True):
                 setattr(instance, attname, value)
-    _inserted([*along, instance], using, before=False)
+    _after_insert([*along, instance], using)
 
 
 @functools.cache
@@ -198,7 +201,7 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
     model, names, using = type(instance), tuple(fields), connection.alias
     sql, columns, pk = _update(model, names)
     update_fields = frozenset(names)
-    _inserted(list(along), using, before=True)
+    _before_insert(along, using)
     signals.pre_save.send(
         sender=model, instance=instance, raw=False, using=using, update_fields=update_fields
     )
@@ -209,7 +212,7 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
         cursor.execute(prefix + sql, params)
         if cursor.rowcount != 1:
             raise DatabaseError(f"{model._meta.label}: no row updated (it was deleted)")
-    _inserted(list(along), using, before=False)
+    _after_insert(along, using)
     signals.post_save.send(
         sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=using
     )
@@ -220,8 +223,8 @@ def rows_insert(instances: Sequence[models.Model]) -> None:
     if not instances:
         return
     using = connection.alias
-    _inserted(list(instances), using, before=True)
+    _before_insert(instances, using)
     prefix, params = _along(instances)
     with connection.cursor() as cursor:
         cursor.execute(prefix + "SELECT 1", params)
-    _inserted(list(instances), using, before=False)
+    _after_insert(instances, using)
