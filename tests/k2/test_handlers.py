@@ -94,8 +94,10 @@ async def test_requests_run_side_by_side(handler: Any, threads: Any) -> None:
 
 
 async def test_request_threads_are_reused(handler: Any) -> None:
-    """One after another, requests run on the same pooled thread (Django's handler would start
-    a thread for each; thread idents can be recycled, thread objects' names are not)."""
+    """One after another, requests run on a few pooled threads, not one new thread each as under
+    Django's handler (thread idents can be recycled, thread objects' names are not). Not exactly
+    one: a request can arrive before the previous thread has marked itself idle, and the pool
+    then starts another."""
     names: list[str] = []
 
     def started(**kwargs: Any) -> None:
@@ -103,12 +105,13 @@ async def test_request_threads_are_reused(handler: Any) -> None:
 
     signals.request_started.connect(started)
     try:
-        for _ in range(3):
+        for _ in range(10):
             assert (await call(handler, "GET", "/v1/test/protected"))["status"] == 401
+            await asyncio.sleep(0.02)  # room for the finished thread to go idle
     finally:
         signals.request_started.disconnect(started)
-    assert len(names) == 3
-    assert len(set(names)) == 1, names
+    assert len(names) == 10
+    assert len(set(names)) <= 3, names
 
 
 async def test_errors_keep_the_api_envelope(handler: Any) -> None:
