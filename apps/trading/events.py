@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import django.dispatch
@@ -65,23 +66,26 @@ def _publish(user_id: Any, message: dict[str, Any]) -> None:
         log.warning("order_update_push_failed", error=repr(exc), order_id=message.get("order_id"))
 
 
-def order_announce(order: Order, *, status_changed_to: str | None) -> None:
-    """Call inside the transaction that changed `order`."""
+def order_announcement(order: Order, *, status_changed_to: str | None) -> Callable[[], None]:
+    """Record the change's domain event, if it has one (call where the change is written: in its
+    transaction, or where its audit entries are held) and return what announces the change, to
+    be called once it is committed."""
     message = order_update_message(order)
-    transaction.on_commit(lambda: _publish(order.user_id, message), robust=True)
-    if status_changed_to in NOTIFIED_STATUSES:
-        event = f"order.{status_changed_to}"
-        payload = {
-            k: message[k] for k in ("client_order_id", "instrument", "side", "filled_quantity", "avg_price")
-        }
-        payload["error_code"] = order.error_code or None
-        record(
-            None, "trading.domain_event", order, {"event": event, "user_id": str(order.user_id), **payload}
-        )
+    if status_changed_to not in NOTIFIED_STATUSES:
+        return lambda: _publish(order.user_id, message)
+    event = f"order.{status_changed_to}"
+    names = ("client_order_id", "instrument", "side", "filled_quantity", "avg_price")
+    payload = {name: message[name] for name in names}
+    payload["error_code"] = order.error_code or None
+    record(None, "trading.domain_event", order, {"event": event, "user_id": str(order.user_id), **payload})
 
-        def send() -> None:
-            order_event.send(
-                sender=Order, event=event, order_id=order.pk, user_id=order.user_id, payload=payload
-            )
+    def send() -> None:
+        _publish(order.user_id, message)
+        order_event.send(sender=Order, event=event, order_id=order.pk, user_id=order.user_id, payload=payload)
 
-        transaction.on_commit(send, robust=True)
+    return send
+
+
+def order_announce(order: Order, *, status_changed_to: str | None) -> None:
+    """Call inside the transaction that changed `order`: announced after it commits."""
+    transaction.on_commit(order_announcement(order, status_changed_to=status_changed_to), robust=True)

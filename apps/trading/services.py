@@ -1,5 +1,7 @@
 """Trading writes. Every status change goes through `order_transition` on a locked row, inside
-a transaction, audited, and announced after commit. No transaction is open while a venue is
+a transaction, audited, and announced after commit; the one exception is the venue's answer to
+a submit, written without a lock by one statement that only applies while the row is as the
+placing request left it (else it takes the locked path). No transaction is open while a venue is
 called: the intent is stored and committed first, the venue is called with a bounded timeout,
 and its answer is recorded in a new transaction.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import json
 import secrets
@@ -47,7 +50,7 @@ from apps.exchanges.services import link_credentials
 from apps.marketdata.models import Instrument
 from apps.trading import risk, selectors
 from apps.trading.choices import TERMINAL_STATUSES, OrderStatus
-from apps.trading.events import order_announce
+from apps.trading.events import order_announce, order_announcement
 from apps.trading.exceptions import (
     ExchangeNotLinked,
     IdempotencyKeyReused,
@@ -61,8 +64,8 @@ from apps.trading.models import Order, OrderExecution
 from apps.trading.state import NOT_FOUND_AT_VENUE, can_transition
 from apps.trading.venue import venue_call
 from k2.api.exceptions import ApplicationError
-from k2.audit.services import atomic_audited, audit_entry, held_entries, record
-from k2.core.queries import row_get, row_insert, row_update
+from k2.audit.services import atomic_audited, audit_entry, audit_held, held_entries, record
+from k2.core.queries import row_get, row_insert, row_update, row_update_if
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -193,40 +196,94 @@ def _order_lock_audited(*, order_id: Any, calls: CallRecorder | None, actor: Any
     return order
 
 
+def _fold_state(order: Order, state: OrderState, *, source: str, actor: Any) -> tuple[bool, bool]:
+    """Fold what the venue says into `order` (in memory, transition audited): (numbers or ids
+    changed, status moved)."""
+    changed = _merge_numbers(
+        order,
+        filled=state.filled_quantity,
+        avg=state.avg_fill_price,
+        fees=state.fees,
+        fee_currency=state.fee_currency,
+    )
+    if state.venue_order_id and not order.exchange_order_id:
+        order.exchange_order_id = state.venue_order_id
+        changed = True
+    target = _status_from_fills(order, VENUE_TO_STATUS[state.status])
+    moved = order_transition(
+        order,
+        status=target,
+        source=source,
+        actor=actor,
+        error_code="EXCHANGE_REJECTED" if target == OrderStatus.REJECTED else "",
+        error_message=state.reason or "",
+    )
+    if source == "reconcile":
+        order.reconciled_at = timezone.now()
+    return changed, moved
+
+
 def order_apply_venue_state(
-    *, order_id: Any, state: OrderState, source: str, actor: Any = None, calls: CallRecorder | None = None
+    *,
+    order_id: Any,
+    state: OrderState,
+    source: str,
+    actor: Any = None,
+    calls: CallRecorder | None = None,
+    written: Order | None = None,
 ) -> Order | None:
     """Record what the venue says about an order (any source, any order, any number of times).
-    `calls`: the venue requests that produced `state`, audited in the same transaction."""
+    `calls`: the venue requests that produced `state`, audited in the same transaction.
+    `written`: the order as this process last wrote it, if it did; while the row is unchanged
+    since, the answer is recorded without a lock (`_order_apply_unchanged`)."""
+    if written is not None:
+        applied = _order_apply_unchanged(written, state=state, source=source, actor=actor, calls=calls)
+        if applied is not None:
+            return applied
     with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         if order is None:
             return None
-        changed = _merge_numbers(
-            order,
-            filled=state.filled_quantity,
-            avg=state.avg_fill_price,
-            fees=state.fees,
-            fee_currency=state.fee_currency,
-        )
-        if state.venue_order_id and not order.exchange_order_id:
-            order.exchange_order_id = state.venue_order_id
-            changed = True
-        target = _status_from_fills(order, VENUE_TO_STATUS[state.status])
-        moved = order_transition(
-            order,
-            status=target,
-            source=source,
-            actor=actor,
-            error_code="EXCHANGE_REJECTED" if target == OrderStatus.REJECTED else "",
-            error_message=state.reason or "",
-        )
-        if source == "reconcile":
-            order.reconciled_at = timezone.now()
+        changed, moved = _fold_state(order, state, source=source, actor=actor)
         if changed or moved or source == "reconcile":
             _save(order)
         if changed or moved:
             order_announce(order, status_changed_to=order.status if moved else None)
+    return order
+
+
+# What another writer changes on an order row: `_save` refreshes updated_at, reconciliation's
+# touch sets reconciled_at alone.
+_UNCHANGED_SINCE = ("status", "updated_at", "reconciled_at")
+
+
+def _order_apply_unchanged(
+    written: Order, *, state: OrderState, source: str, actor: Any, calls: CallRecorder | None
+) -> Order | None:
+    """`order_apply_venue_state` for an order whose row is still exactly as `written` (an order
+    being placed: no one else has seen it at the venue yet, usually): the change and its audit
+    entries in one conditional statement, no lock, no transaction. None, with nothing written,
+    when the row changed meanwhile (a user-stream message, a cancel, reconciliation): the caller
+    then records the answer on the locked row."""
+    unchanged = {name: getattr(written, name) for name in _UNCHANGED_SINCE}
+    order = copy.copy(written)  # `written` stays as the row was, for the locked path
+    pending = list(calls.calls) if calls is not None else []
+    with audit_held():
+        if calls is not None:
+            calls.flush(actor, order)
+        changed, moved = _fold_state(order, state, source=source, actor=actor)
+        announce = order_announcement(order, status_changed_to=order.status if moved else None)
+        recorded = (changed or moved) and row_update_if(
+            order, _SAVE_FIELDS, unchanged=unchanged, along=held_entries()
+        )
+    if not recorded:  # nothing written: the locked path records the answer and its calls
+        if calls is not None:
+            calls.calls[:0] = pending
+        return None
+    try:
+        announce()
+    except Exception:  # as on_commit(robust=True): the change is recorded; log and go on
+        log.exception("order_announce_failed", order_id=str(order.pk))
     return order
 
 
@@ -539,7 +596,7 @@ def order_submit(*, order: Order, credentials: Any, actor: Any = None) -> Order:
         log.exception("order_submit_unexpected", order_id=str(order.pk))
         return _order_mark_unknown(order_id=order.pk, reason=type(error).__name__, actor=actor, calls=calls)
     applied = order_apply_venue_state(
-        order_id=order.pk, state=state, source="submit", actor=actor, calls=calls
+        order_id=order.pk, state=state, source="submit", actor=actor, calls=calls, written=order
     )
     assert applied is not None
     if applied.status == OrderStatus.OPEN and (

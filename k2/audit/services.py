@@ -109,13 +109,23 @@ def atomic_audited() -> Iterator[None]:
 
     No savepoints inside: an entry recorded in one that rolls back would still be written."""
     with transaction.atomic(durable=True):
-        held: list[AuditEntry] = []
-        token = _held.set(held)
-        try:
+        with audit_held() as held:
             yield
-        finally:
-            _held.reset(token)
         rows_insert(held)
+
+
+@contextmanager
+def audit_held() -> Iterator[list[AuditEntry]]:
+    """A block in which `record` holds its entries back, in the list it yields, instead of
+    writing them: for a caller that writes them along with its own change (`held_entries()`) or,
+    if the change is not made, drops them. Entries still in the list at the end are not written
+    here; `atomic_audited` is this plus a transaction that writes them."""
+    held: list[AuditEntry] = []
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
 
 
 def held_entries() -> list[AuditEntry]:

@@ -150,19 +150,31 @@ def _after_insert(instances: Iterable[models.Model], using: str) -> None:
         )
 
 
-def _along(instances: Sequence[models.Model]) -> tuple[str, list[Any]]:
+def _along(instances: Sequence[models.Model], *, only_with: str = "") -> tuple[list[str], list[Any]]:
     """New rows to insert in the same statement as another write: `WITH` clauses and their
     parameters. One clause per model, one multi-row VALUES each; generated fields are not read
-    back (the rows are written, not returned)."""
+    back (the rows are written, not returned). `only_with`: a clause of the statement returning
+    one row or none; the rows are written only when it returns one (the VALUES become a subquery,
+    so their first row is cast to the columns' types)."""
     groups: dict[type[models.Model], list[models.Model]] = {}
     for instance in instances:
         groups.setdefault(type(instance), []).append(instance)
     clauses, params = [], []
     for index, (model, rows) in enumerate(groups.items()):
         head, one, fields, _ = _insert(model)
-        clauses.append(f"{_qn(f'along_{index}')} AS ({head}{', '.join([one] * len(rows))})")
         params += [_saved_value(f, row, True) for row in rows for f in fields]
-    return ("WITH " + ", ".join(clauses) + " ") if clauses else "", params
+        if not only_with:
+            clause = f"{head}{', '.join([one] * len(rows))}"
+        else:
+            typed = f"({', '.join(f'%s::{f.cast_db_type(connection)}' for f in fields)})"  # type: ignore[attr-defined]
+            values = ", ".join([typed] + [one] * (len(rows) - 1))
+            clause = f"{head.removesuffix('VALUES ')}SELECT v.* FROM (VALUES {values}) AS v, {_qn(only_with)}"  # noqa: S608
+        clauses.append(f"{_qn(f'along_{index}')} AS ({clause})")
+    return clauses, params
+
+
+def _with(clauses: list[str]) -> str:
+    return ("WITH " + ", ".join(clauses) + " ") if clauses else ""
 
 
 def row_insert(instance: models.Model, *, along: Sequence[models.Model] = ()) -> None:
@@ -172,9 +184,9 @@ def row_insert(instance: models.Model, *, along: Sequence[models.Model] = ()) ->
     using = connection.alias
     head, one, fields, back = _insert(type(instance))
     _before_insert([*along, instance], using)
-    prefix, params = _along(along)
+    clauses, params = _along(along)
     params += [_saved_value(f, instance, True) for f in fields]
-    sql = prefix + head + one
+    sql = _with(clauses) + head + one
     if back is not None:
         sql += f" RETURNING {', '.join(back.sql)}"
     with connection.cursor() as cursor:
@@ -205,11 +217,11 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
     signals.pre_save.send(
         sender=model, instance=instance, raw=False, using=using, update_fields=update_fields
     )
-    prefix, params = _along(along)
+    clauses, params = _along(along)
     params += [_saved_value(f, instance, False) for f in columns]
     params.append(pk.get_db_prep_value(instance.pk, connection))
     with connection.cursor() as cursor:
-        cursor.execute(prefix + sql, params)
+        cursor.execute(_with(clauses) + sql, params)
         if cursor.rowcount != 1:
             raise DatabaseError(f"{model._meta.label}: no row updated (it was deleted)")
     _after_insert(along, using)
@@ -218,13 +230,52 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
     )
 
 
+def row_update_if(
+    instance: models.Model,
+    fields: Iterable[str],
+    *,
+    unchanged: dict[str, Any],
+    along: Sequence[models.Model] = (),
+) -> bool:
+    """`row_update`, only if the row's `unchanged` fields still hold those values (optimistic
+    concurrency: typically the `updated_at` this process last wrote), in one statement without
+    a lock or a transaction. The `along` rows are written exactly when the row is. Returns
+    whether it was; when not, nothing was written and the instance is as given (its `auto_now`
+    fields aside)."""
+    model, names, using = type(instance), tuple(fields), connection.alias
+    sql, columns, pk = _update(model, names)
+    meta = model._meta
+    checks: list[Field] = [meta.get_field(name) for name in unchanged]  # type: ignore[misc]
+    update_fields = frozenset(names)
+    _before_insert(along, using)
+    signals.pre_save.send(
+        sender=model, instance=instance, raw=False, using=using, update_fields=update_fields
+    )
+    params = [_saved_value(f, instance, False) for f in columns]
+    params.append(pk.get_db_prep_value(instance.pk, connection))
+    for check, value in zip(checks, unchanged.values(), strict=True):
+        sql += f" AND {_qn(check.column)} IS NOT DISTINCT FROM %s"
+        params.append(check.get_db_prep_value(value, connection))
+    clauses, along_params = _along(along, only_with="updated")
+    statement = _with([f'"updated" AS ({sql} RETURNING 1)', *clauses]) + 'SELECT count(*) FROM "updated"'  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params + along_params)
+        if cursor.fetchone()[0] != 1:
+            return False
+    _after_insert(along, using)
+    signals.post_save.send(
+        sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=using
+    )
+    return True
+
+
 def rows_insert(instances: Sequence[models.Model]) -> None:
     """New rows in one statement (generated fields are not read back)."""
     if not instances:
         return
     using = connection.alias
     _before_insert(instances, using)
-    prefix, params = _along(instances)
+    clauses, params = _along(instances)
     with connection.cursor() as cursor:
-        cursor.execute(prefix + "SELECT 1", params)
+        cursor.execute(_with(clauses) + "SELECT 1", params)
     _after_insert(instances, using)

@@ -18,7 +18,7 @@ from apps.accounts.models import Session
 from apps.exchanges.models import ExchangeLink
 from apps.trading.models import Order
 from k2.audit.models import AuditEntry
-from k2.core.queries import row_get, row_insert, row_update, rows_insert
+from k2.core.queries import row_get, row_insert, row_update, row_update_if, rows_insert
 
 pytestmark = pytest.mark.django_db
 
@@ -156,3 +156,47 @@ def test_rows_along_are_written_by_the_same_statement_or_not_at_all(user: Any) -
     with pytest.raises(IntegrityError), transaction.atomic():
         row_insert(duplicate, along=[entry("test.along.refused")])
     assert not AuditEntry.objects.filter(action="test.along.refused").exists()
+
+
+def test_update_if_unchanged_writes_the_row_and_its_entries_only_when_the_row_is_as_expected(
+    user: Any,
+) -> None:
+    def entry(action: str) -> AuditEntry:
+        return AuditEntry(
+            created_at=timezone.now(), action=action, details={"n": 1}, ip="127.0.0.1", entry_hash="0" * 64
+        )
+
+    order = new_order(user)
+    row_insert(order)
+    seen: dict[str, Any] = {"status": order.status, "updated_at": order.updated_at, "reconciled_at": None}
+
+    # another writer moved the row on since we read it: nothing is written, entries included
+    Order.objects.filter(pk=order.pk).update(reconciled_at=timezone.now())
+    order.status = "submitted"
+    with CaptureQueriesContext(connection) as queries:
+        assert not row_update_if(order, ["status", "updated_at"], unchanged=seen, along=[entry("test.if.no")])
+    assert len(queries) == 1
+    assert Order.objects.get(pk=order.pk).status == "pending"
+    assert not AuditEntry.objects.filter(action="test.if.no").exists()
+
+    # as expected: the row and both entries, in one statement
+    stored = Order.objects.get(pk=order.pk)
+    seen = {"status": stored.status, "updated_at": stored.updated_at, "reconciled_at": stored.reconciled_at}
+    entries = [entry("test.if.yes.1"), entry("test.if.yes.2")]
+    with CaptureQueriesContext(connection) as queries:
+        assert row_update_if(order, ["status", "updated_at"], unchanged=seen, along=entries)
+    assert len(queries) == 1
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.updated_at) == ("submitted", order.updated_at)
+    assert stored.updated_at > seen["updated_at"]
+    written = AuditEntry.objects.filter(action__startswith="test.if.yes").order_by("id")  # as given
+    assert [(e.action, e.ip, e.details) for e in written] == [
+        ("test.if.yes.1", "127.0.0.1", {"n": 1}),
+        ("test.if.yes.2", "127.0.0.1", {"n": 1}),
+    ]
+    assert all(not e._state.adding for e in entries)
+
+    # the same expectation again is stale now (updated_at moved on)
+    order.status = "open"
+    assert not row_update_if(order, ["status", "updated_at"], unchanged=seen)
+    assert Order.objects.get(pk=order.pk).status == "submitted"

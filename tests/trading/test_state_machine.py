@@ -155,3 +155,72 @@ def test_a_not_found_rejection_is_corrected_when_the_venue_shows_the_order(trade
     order.refresh_from_db()
     assert (order.status, order.error_code) == ("open", "")
     assert AuditEntry.objects.filter(action="order.corrected", target_id=str(order.pk)).exists()
+
+
+def submitted(trader: Trader, client_order_id: str) -> Order:
+    """An order as the risk check leaves it for the venue call (no venue order yet)."""
+    return Order.objects.create(
+        user=trader.user,
+        client_order_id=client_order_id,
+        request_fingerprint="f" * 64,
+        exchange="cryptocom",
+        instrument="BTC-USD",
+        instrument_type="crypto",
+        side="buy",
+        order_type="limit",
+        quantity=Decimal("0.03"),
+        price=Decimal("60000"),
+        status=S.SUBMITTED,
+    )
+
+
+def calls_of(order: Order) -> list[str]:
+    entries = AuditEntry.objects.filter(target_id=str(order.pk)).order_by("id")
+    return list(entries.values_list("action", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_submit_answer_is_one_statement_while_the_row_is_as_written(trader: Trader) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.exchanges.calls import CallRecorder
+
+    written = submitted(trader, "as-written")
+    calls = CallRecorder()
+    calls("cryptocom", "place_order", 3.2, "ok", None)
+    with CaptureQueriesContext(connection) as queries:
+        applied = order_apply_venue_state(
+            order_id=written.pk, state=state(written, OrderStatus.NEW), source="submit", calls=calls,
+            written=written,
+        )  # fmt: skip
+    assert len(queries) == 1
+    assert applied is not None
+    assert applied.status == "open"
+    assert written.status == "submitted"  # the caller's copy is left as it was
+    stored = Order.objects.get(pk=written.pk)
+    assert (stored.status, stored.exchange_order_id, stored.updated_at) == ("open", "V1", applied.updated_at)
+    assert calls_of(written) == ["exchange.call", "order.open"]
+    assert calls.calls == []
+
+
+@pytest.mark.django_db
+def test_a_submit_answer_after_a_stream_message_is_recorded_on_the_locked_row(trader: Trader) -> None:
+    from apps.exchanges.calls import CallRecorder
+
+    written = submitted(trader, "stream-first")
+    written.exchange_order_id = "V1"  # as the venue's fill message names it
+    # the user stream's fill arrives before the venue's answer to the submit
+    assert execution_record(venue="cryptocom", fill=fill(written, "T1", "0.01"), source="stream")
+    calls = CallRecorder()
+    calls("cryptocom", "place_order", 3.2, "ok", None)
+    applied = order_apply_venue_state(
+        order_id=written.pk, state=state(written, OrderStatus.NEW), source="submit", calls=calls,
+        written=written,
+    )  # fmt: skip
+    assert applied is not None
+    assert (applied.status, applied.filled_quantity) == ("partial", Decimal("0.01"))  # not back to open
+    stored = Order.objects.get(pk=written.pk)
+    assert (stored.status, stored.filled_quantity) == ("partial", Decimal("0.01"))
+    # the venue call is audited once, with the answer, on the locked path
+    assert calls_of(written) == ["order.execution", "order.partial", "exchange.call"]
