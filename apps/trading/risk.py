@@ -51,7 +51,7 @@ from apps.marketdata.models import Instrument
 from apps.trading import selectors
 from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outcome, Side
 from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
-from apps.trading.models import KillSwitch, Order
+from apps.trading.models import KillSwitch, Order, RiskLimit
 from apps.trading.venue import venue_call, venue_capabilities
 from k2.core.cache import redis_client
 from k2.observability.logging import get_logger
@@ -152,11 +152,13 @@ class Limits:
     fat_finger_quantity_multiple: Decimal
 
 
-def limits_for(*, user_id: Any, instrument_type: str) -> Limits:
-    """Each limit from the most specific admin row that sets it, else the settings default."""
+def limits_for(*, user_id: Any, instrument_type: str, rows: list[RiskLimit] | None = None) -> Limits:
+    """Each limit from the most specific admin row that sets it, else the settings default.
+    `rows`: the matching rows, most specific first, if already read."""
     defaults: dict[str, Any] = settings.K2_RISK_DEFAULTS[instrument_type]
     values = dict(defaults)
-    rows = selectors.risk_limit_rows(user_id=user_id, instrument_type=instrument_type)
+    if rows is None:
+        rows = selectors.risk_limit_rows(user_id=user_id, instrument_type=instrument_type)
     for name in _LIMIT_FIELDS:
         for row in rows:
             value = getattr(row, name)
@@ -185,6 +187,7 @@ class RiskInputs:
     balances: dict[str, Balance] | None = None
     positions: list[Position] | None = None
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
+    limit_rows: list[RiskLimit] = field(default_factory=list)  # likewise, most specific first
     venue_error: ex.ExchangeError | None = None
     account_stale: bool = False  # balances/positions from a stale snapshot (see account_snapshot)
 
@@ -413,8 +416,10 @@ def risk_gather(
     """What the checks need from outside the database. Skipped entirely under a halt switch;
     a venue that cannot be reached is recorded (the order is then refused, never sent blind).
     `allow_stale`: see `account_snapshot`."""
-    switches = selectors.kill_switches_active(user_id=order.user_id, venue=order.exchange)
-    inputs = RiskInputs(switches=switches)
+    switches, limit_rows = selectors.risk_config(
+        user_id=order.user_id, venue=order.exchange, instrument_type=order.instrument_type
+    )
+    inputs = RiskInputs(switches=switches, limit_rows=limit_rows)
     if any(s.mode == KillSwitchMode.HALT for s in switches):
         return inputs
     if any(s.mode == KillSwitchMode.REDUCE_ONLY for s in switches):
@@ -481,7 +486,7 @@ def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now:
             {"venue": order.exchange, "stage": "risk"},
             message="The venue could not be reached to check the order; nothing was sent.",
         )
-    limits = limits_for(user_id=order.user_id, instrument_type=order.instrument_type)
+    limits = limits_for(user_id=order.user_id, instrument_type=order.instrument_type, rows=inputs.limit_rows)
     is_event = order.instrument_type == InstrumentType.EVENT
     ref = inputs.reference_price
     # Event prices compare as YES-equivalents (a NO at p is a YES at 1 - p).

@@ -17,7 +17,7 @@ from django.utils import timezone
 from apps.trading.choices import LIVE_STATUSES, KillSwitchScope, OrderStatus
 from apps.trading.exceptions import OrderNotFound
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
-from k2.core.queries import row_get
+from k2.core.queries import row_get, rows_where
 
 
 def order_list(*, user: Any) -> QuerySet[Order]:
@@ -121,40 +121,46 @@ def order_ids_open_for_user(*, user: Any, instrument: str | None, exchange: str 
 # ---- risk configuration and history -----------------------------------------------------------
 
 
-# The reads below run on every order, inside its risk check. They are written in SQL (one
-# statement each, no ORM compilation) because order placement is latency-critical; their tests
-# are the risk engine's (tests/trading/test_risk.py).
+# The reads below run on every order, before and inside its risk check. They are written in SQL
+# (no ORM compilation) because order placement is latency-critical; their tests are the risk
+# engine's (tests/trading/test_risk.py).
 
 
-def _columns(model: Any) -> str:
-    """A model's columns, named (a prepared `SELECT *` breaks when a migration adds one)."""
-    return ", ".join(f'"{f.column}"' for f in model._meta.concrete_fields)
-
-
-_KILL_SWITCHES_SQL = (
-    f"SELECT {_columns(KillSwitch)} FROM {KillSwitch._meta.db_table} WHERE active AND ("  # noqa: S608 (names from the model)
-    "scope = %s OR (scope = %s AND venue = %s) OR (scope = %s AND user_id = %s))"
+_KILL_SWITCHES_WHERE = (
+    "active AND (scope = %s OR (scope = %s AND venue = %s) OR (scope = %s AND user_id = %s))"
 )
-_RISK_LIMITS_SQL = (
-    f"SELECT {_columns(RiskLimit)} FROM {RiskLimit._meta.db_table} "  # noqa: S608 (names from the model)
-    "WHERE (user_id = %s OR user_id IS NULL) AND (instrument_type = %s OR instrument_type = '')"
-)
+_RISK_LIMITS_WHERE = "(user_id = %s OR user_id IS NULL) AND (instrument_type = %s OR instrument_type = '')"
 
 
-def kill_switches_active(*, user_id: Any, venue: str) -> list[KillSwitch]:
-    """The active switches that cover this user at this venue (read fresh on every order)."""
-    params = [KillSwitchScope.GLOBAL, KillSwitchScope.VENUE, venue, KillSwitchScope.USER, user_id]
-    return list(KillSwitch.objects.raw(_KILL_SWITCHES_SQL, params))
-
-
-def risk_limit_rows(*, user_id: Any, instrument_type: str) -> list[RiskLimit]:
-    """Matching rows, most specific first: user+type, user, type, everyone."""
-    rows = list(RiskLimit.objects.raw(_RISK_LIMITS_SQL, [user_id, instrument_type]))
+def _limits_ranked(rows: list[RiskLimit]) -> list[RiskLimit]:
+    """Most specific first: user+type, user, type, everyone."""
 
     def rank(row: RiskLimit) -> int:
         return (0 if row.user_id else 2) + (0 if row.instrument_type else 1)
 
     return sorted(rows, key=rank)
+
+
+def risk_config(
+    *, user_id: Any, venue: str, instrument_type: str
+) -> tuple[list[KillSwitch], list[RiskLimit]]:
+    """In one statement, read fresh on every order: the active kill switches that cover this
+    user at this venue, and the risk limit rows that match, most specific first."""
+    switches, limits = rows_where(
+        (
+            KillSwitch,
+            _KILL_SWITCHES_WHERE,
+            [KillSwitchScope.GLOBAL, KillSwitchScope.VENUE, venue, KillSwitchScope.USER, user_id],
+        ),
+        (RiskLimit, _RISK_LIMITS_WHERE, [user_id, instrument_type]),
+    )
+    return switches, _limits_ranked(limits)
+
+
+def risk_limit_rows(*, user_id: Any, instrument_type: str) -> list[RiskLimit]:
+    """The risk limit rows that match, most specific first."""
+    (rows,) = rows_where((RiskLimit, _RISK_LIMITS_WHERE, [user_id, instrument_type]))
+    return _limits_ranked(rows)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,41 @@ def row_get(model: type[M], *, lock: bool = False, related: Iterable[str] = (), 
     return instance  # type: ignore[return-value]
 
 
+@functools.cache
+def _union(parts: tuple[tuple[type[models.Model], str], ...]) -> tuple[str, list[tuple[int, _Columns]]]:
+    """`SELECT <part>, <columns> FROM <table> WHERE <where> UNION ALL ...`: every part's row has
+    every part's columns, its own in place and typed NULLs for the others'."""
+    columns = [_Columns.of(model, model._meta.db_table) for model, _ in parts]
+    nulls = [
+        [f"NULL::{f.cast_db_type(connection)}" for f in model._meta.concrete_fields]  # type: ignore[attr-defined]
+        for model, _ in parts
+    ]
+    selects, offsets, offset = [], [], 1
+    for index, ((model, where), own) in enumerate(zip(parts, columns, strict=True)):
+        values = [str(index)]
+        for other, null in enumerate(nulls):
+            values += own.sql if other == index else null
+        selects.append(f"SELECT {', '.join(values)} FROM {_qn(model._meta.db_table)} WHERE {where}")  # noqa: S608
+        offsets.append((offset, own))
+        offset += len(own.sql)
+    return " UNION ALL ".join(f"({select})" for select in selects), offsets
+
+
+def rows_where(*parts: tuple[type[models.Model], str, Sequence[Any]]) -> list[list[Any]]:
+    """The rows of several models in one statement, each model's picked by an SQL condition on
+    its own columns (`(model, "active AND venue = %s", [venue])`): a list of instances per part,
+    in no particular order. The ORM would compile and run one query per part."""
+    sql, offsets = _union(tuple((model, where) for model, where, _ in parts))
+    found: list[list[Any]] = [[] for _ in parts]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for _, _, params in parts for value in params])
+        rows = cursor.fetchall()
+    for row in rows:
+        start, columns = offsets[row[0]]
+        found[row[0]].append(columns.build(list(row[start : start + len(columns.sql)])))
+    return found
+
+
 def _saved_value(field: Field, instance: models.Model, add: bool) -> Any:
     """The value `save` would write: `pre_save` (it sets `auto_now` fields), then the field's
     preparation for the database (it encrypts, serialises JSON, ...)."""

@@ -18,7 +18,7 @@ from apps.accounts.models import Session
 from apps.exchanges.models import ExchangeLink
 from apps.trading.models import Order
 from k2.audit.models import AuditEntry
-from k2.core.queries import row_get, row_insert, row_update, row_update_if, rows_insert
+from k2.core.queries import row_get, row_insert, row_update, row_update_if, rows_insert, rows_where
 
 pytestmark = pytest.mark.django_db
 
@@ -200,3 +200,30 @@ def test_update_if_unchanged_writes_the_row_and_its_entries_only_when_the_row_is
     order.status = "open"
     assert not row_update_if(order, ["status", "updated_at"], unchanged=seen)
     assert Order.objects.get(pk=order.pk).status == "submitted"
+
+
+def test_rows_where_reads_several_models_in_one_statement(user: Any) -> None:
+    from apps.trading.models import KillSwitch, RiskLimit
+
+    RiskLimit.objects.create(user=user, instrument_type="crypto", max_order_notional=Decimal("12.34"))
+    RiskLimit.objects.create(user=None, instrument_type="", max_orders_per_second=3)
+    KillSwitch.objects.create(scope="user", user=user, mode="halt", reason="ops")
+    KillSwitch.objects.create(scope="venue", venue="kalshi", mode="halt", active=False)
+    parts = (
+        (KillSwitch, "active AND user_id = %s", [user.pk]),
+        (RiskLimit, "user_id = %s OR user_id IS NULL", [user.pk]),
+        (Order, "user_id = %s", [user.pk]),
+    )
+    with CaptureQueriesContext(connection) as queries:
+        switches, limits, orders = rows_where(*parts)
+    assert len(queries) == 1
+    assert orders == []
+    assert [(s.scope, s.user_id, s.mode, s.reason, s._state.adding) for s in switches] == [
+        ("user", user.pk, "halt", "ops", False)
+    ]
+    assert [orm_values(s) for s in switches] == [orm_values(KillSwitch.objects.get(scope="user"))]
+    by_user = {row.user_id: row for row in limits}
+    assert set(by_user) == {user.pk, None}
+    assert orm_values(by_user[user.pk]) == orm_values(RiskLimit.objects.get(user=user))
+    assert by_user[user.pk].max_order_notional == Decimal("12.34")
+    assert (by_user[None].max_orders_per_second, by_user[None].max_order_notional) == (3, None)
