@@ -53,7 +53,7 @@ from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outc
 from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
 from apps.trading.models import KillSwitch, Order, RiskLimit
 from apps.trading.venue import venue_call, venue_capabilities
-from k2.core.cache import redis_client
+from k2.core.cache import cache_decode, redis_client
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -246,17 +246,21 @@ def account_snapshot(
     read = functools.partial(
         _account_read, key, venue=venue, credentials=credentials, want_positions=want_positions
     )
-    cached = cache.get(key) if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 else None
-    if cached is not None:
-        balances, positions, read_at = cached
-        age = time.time() - read_at
-        if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
-            return _less_holds(link_id, balances, read_at), positions, False
-        if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
-            account_refresher().submit(key, read)
-            return _less_holds(link_id, balances, read_at), positions, True
+    if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0:
+        with redis_client().pipeline(transaction=False) as pipe:
+            pipe.get(cache.make_and_validate_key(key))
+            pipe.zrangebyscore(_holds_key(link_id), "-inf", "+inf", withscores=True)
+            cached, holds = pipe.execute()
+        if cached is not None:
+            balances, positions, read_at = cache_decode(cached)
+            age = time.time() - read_at
+            if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
+                return _less_holds(balances, holds, read_at), positions, False
+            if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
+                account_refresher().submit(key, read)
+                return _less_holds(balances, holds, read_at), positions, True
     balances, positions, read_at = read()
-    return _less_holds(link_id, balances, read_at), positions, False
+    return _less_holds(balances, _holds(link_id), read_at), positions, False
 
 
 def _account_read(
@@ -366,16 +370,24 @@ def _holds_key(link_id: Any) -> str:
     return cache.make_and_validate_key(f"k2:trading:account:v3:{link_id}:holds")
 
 
-def _less_holds(link_id: Any, balances: dict[str, Balance], read_at: float) -> dict[str, Balance]:
+def _holds(link_id: Any) -> list[tuple[bytes, float]]:
+    """The link's holds: (entry, when recorded)."""
+    return list(redis_client().zrangebyscore(_holds_key(link_id), "-inf", "+inf", withscores=True))
+
+
+def _less_holds(
+    balances: dict[str, Balance], holds: list[tuple[bytes, float]], read_at: float
+) -> dict[str, Balance]:
     """The snapshot less what orders placed since its venue read hold (those before it are in
     the venue's own figures)."""
-    entries = redis_client().zrangebyscore(_holds_key(link_id), read_at, "+inf")
-    if not entries:
-        return balances
     held: dict[str, Decimal] = {}
-    for entry in entries:
-        _order, currency, amount = entry.decode().split(" ")
-        held[currency] = held.get(currency, Decimal(0)) + Decimal(amount)
+    for entry, when in holds:
+        if when < read_at:
+            continue
+        _order, currency, figure = entry.decode().split(" ")
+        held[currency] = held.get(currency, Decimal(0)) + Decimal(figure)
+    if not held:
+        return balances
     balances = dict(balances)
     for currency, amount in held.items():
         if (b := balances.get(currency)) is not None:

@@ -14,6 +14,9 @@ from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.exchanges.choices import LinkStatus
+from apps.exchanges.models import ExchangeLink
+from apps.marketdata.models import Instrument
 from apps.trading.choices import LIVE_STATUSES, KillSwitchScope, OrderStatus
 from apps.trading.exceptions import OrderNotFound
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
@@ -116,6 +119,21 @@ def order_ids_open_for_user(*, user: Any, instrument: str | None, exchange: str 
     if exchange:
         qs = qs.filter(exchange=exchange)
     return list(qs.order_by("created_at").values_list("pk", flat=True)[: settings.K2_TRADING_CANCEL_ALL_MAX])
+
+
+def instrument_with_link(*, symbol: str, user_id: Any) -> tuple[Instrument | None, ExchangeLink | None]:
+    """An instrument by symbol and the user's active link to its venue, in one statement (an
+    order's first read)."""
+    instruments, links = rows_where(
+        (Instrument, "symbol = %s", [symbol]),
+        (
+            ExchangeLink,
+            f"user_id = %s AND status = %s AND exchange = (SELECT venue FROM {Instrument._meta.db_table} "  # noqa: S608 (a model's table)
+            "WHERE symbol = %s)",
+            [user_id, LinkStatus.ACTIVE, symbol],
+        ),
+    )
+    return (instruments[0] if instruments else None), (links[0] if links else None)
 
 
 # ---- risk configuration and history -----------------------------------------------------------

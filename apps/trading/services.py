@@ -65,7 +65,7 @@ from apps.trading.state import NOT_FOUND_AT_VENUE, can_transition
 from apps.trading.venue import venue_call
 from k2.api.exceptions import ApplicationError
 from k2.audit.services import atomic_audited, audit_entry, audit_held, held_entries, record
-from k2.core.queries import row_get, row_insert, row_update, row_update_if
+from k2.core.queries import row_insert, row_update, row_update_if
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -382,18 +382,12 @@ class PlaceResult:
     created: bool
 
 
-def _instrument(symbol: str) -> Instrument:
-    instrument = row_get(Instrument, symbol=symbol.strip().upper())
+def _instrument_and_link(*, symbol: str, user: Any) -> tuple[Instrument, ExchangeLink | None]:
+    """The instrument and the user's active link to its venue (None: not linked), in one read."""
+    instrument, link = selectors.instrument_with_link(symbol=symbol.strip().upper(), user_id=user.pk)
     if instrument is None:
         raise InstrumentUnknown(f"Unknown instrument {symbol!r}.", details={"instrument": symbol})
-    return instrument
-
-
-def _link(*, user: Any, venue: str) -> ExchangeLink:
-    link = exchange_link_active(user=user, venue=venue)
-    if link is None:
-        raise ExchangeNotLinked(details={"exchange": venue})
-    return link
+    return instrument, link
 
 
 def order_rejection_error(order: Order) -> OrderRejected:
@@ -419,7 +413,7 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
     by the database's unique constraint: one inserts and proceeds, the others replay.
     """
     actor = actor or user
-    instrument = _instrument(data.instrument)
+    instrument, link = _instrument_and_link(symbol=data.instrument, user=user)
     risk.order_validate(
         instrument=instrument,
         side=data.side,
@@ -436,7 +430,8 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
             code="MARKET_CLOSED",
             details={"instrument": instrument.symbol},
         )
-    link = _link(user=user, venue=instrument.venue)
+    if link is None:
+        raise ExchangeNotLinked(details={"exchange": instrument.venue})
     fingerprint = data.fingerprint()
     order, created = _order_create(
         user=user, data=data, instrument=instrument, fingerprint=fingerprint, actor=actor

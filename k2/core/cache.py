@@ -50,12 +50,26 @@ class SharedPoolRedisCache(RedisCache):
         this: Any = self
         return this._cache.get_client(write=write)
 
+    def decode(self, value: bytes) -> Any:
+        """A value read raw through `client()` (in a pipeline, say), as `get` would return it."""
+        this: Any = self
+        return this._cache._serializer.loads(value)
 
-def redis_client(*, write: bool = False) -> Any:
-    """The default cache's redis-py client, on its shared pool (see `SharedPoolRedisCache.client`)."""
+
+def _default() -> SharedPoolRedisCache:
     from django.core.cache import caches
 
     backend = caches["default"]
     if not isinstance(backend, SharedPoolRedisCache):
         raise TypeError(f"the default cache is {type(backend).__name__}, not SharedPoolRedisCache")
-    return backend.client(write=write)
+    return backend
+
+
+def redis_client(*, write: bool = False) -> Any:
+    """The default cache's redis-py client, on its shared pool (see `SharedPoolRedisCache.client`)."""
+    return _default().client(write=write)
+
+
+def cache_decode(value: bytes) -> Any:
+    """A raw value of the default cache's, as `cache.get` would return it."""
+    return _default().decode(value)
