@@ -29,7 +29,11 @@ class AuditRequestMiddleware:
 
     @staticmethod
     def _record(request: HttpRequest, response: HttpResponse, latency_ms: float) -> None:
-        from k2.audit.services import record
+        """The entries are made now, in the request's context (its id, IP, user agent), and
+        written when the response is closed: by the server once it is sent, so the client does
+        not wait for them (Django's test client closes it before returning)."""
+        from k2.audit.services import audit_entry
+        from k2.core.queries import rows_insert
 
         user = getattr(request, "user", None)
         details = {
@@ -39,10 +43,18 @@ class AuditRequestMiddleware:
             "latency_ms": round(latency_ms, 2),
         }
         try:
-            record(user, "api.request", details=details)
+            entries = [audit_entry(user, "api.request", details=details)]
             if response.status_code >= 500:
-                record(
-                    user, "api.error", details={**details, "error": getattr(response, "k2_error_type", "")}
-                )
+                error = getattr(response, "k2_error_type", "")
+                entries.append(audit_entry(user, "api.error", details={**details, "error": error}))
         except Exception:
             log.exception("audit_request_record_failed", path=request.path)
+            return
+
+        def write() -> None:
+            try:
+                rows_insert(entries)
+            except Exception:
+                log.exception("audit_request_record_failed", path=details["path"])
+
+        response._resource_closers.append(write)  # type: ignore[attr-defined]  # run by close()

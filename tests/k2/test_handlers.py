@@ -135,3 +135,39 @@ async def test_a_streamed_file_is_sent_whole_and_then_closed(handler: Any, threa
     assert response["status"] == 200
     assert response["body"] == expected
     assert len(threads["finished"]) == 1  # closed (request_finished) after the body went out
+
+
+async def test_a_response_is_sent_before_its_thread_closes_it(handler: Any) -> None:
+    """The client has the whole response while the request's thread is still closing it (the
+    request's audit entry, request_finished); the handler returns once that is done too."""
+    from k2.audit.models import AuditEntry
+
+    closing = threading.Event()
+    sent = threading.Event()
+
+    def finished(**kwargs: Any) -> None:
+        closing.set()
+        sent.wait(10)  # held until the test has read the response
+
+    signals.request_finished.connect(finished)
+    try:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+            "method": "GET", "path": "/v1/test/protected", "raw_path": b"/v1/test/protected",
+            "query_string": b"", "root_path": "", "headers": [], "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+        app = ApplicationCommunicator(handler, scope)
+        await app.send_input({"type": "http.request", "body": b""})
+        start = await app.receive_output(5)
+        body = await app.receive_output(5)
+        assert (start["status"], body.get("more_body", False)) == (401, False)
+        request_id = {k.lower(): v for k, v in start["headers"]}[b"x-request-id"].decode()
+        assert await asyncio.to_thread(closing.wait, 5)  # the thread is closing it now
+        sent.set()
+        await app.wait(5)
+    finally:
+        sent.set()
+        signals.request_finished.disconnect(finished)
+    entry = await AuditEntry.objects.aget(action="api.request", request_id=request_id)
+    assert (entry.details["status"], entry.details["path"]) == (401, "/v1/test/protected")
