@@ -171,3 +171,32 @@ async def test_a_response_is_sent_before_its_thread_closes_it(handler: Any) -> N
         signals.request_finished.disconnect(finished)
     entry = await AuditEntry.objects.aget(action="api.request", request_id=request_id)
     assert (entry.details["status"], entry.details["path"]) == (401, "/v1/test/protected")
+
+
+async def test_garbage_is_collected_after_a_response_when_no_other_request_is_in_flight(
+    handler: Any,
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(100_000, *before[1:])  # the automatic collector stays out of it
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop":
+            collections.append(info["generation"])
+
+    try:
+        for _ in range(60_000):  # cyclic garbage, more than half-way to the threshold
+            cycle: list[Any] = []
+            cycle.append(cycle)
+        del cycle
+        assert gc.get_count()[0] >= 50_000
+        gc.callbacks.append(seen)
+        assert (await call(handler, "GET", "/v1/test/protected"))["status"] == 401
+        assert collections  # the handler's thread collected after sending
+        assert gc.get_count()[0] < 50_000
+    finally:
+        if seen in gc.callbacks:
+            gc.callbacks.remove(seen)
+        gc.set_threshold(*before)
