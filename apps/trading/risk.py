@@ -187,7 +187,7 @@ class RiskInputs:
     balances: dict[str, Balance] | None = None
     positions: list[Position] | None = None
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
-    limit_rows: list[RiskLimit] = field(default_factory=list)  # likewise, most specific first
+    limit_rows: list[RiskLimit] | None = None  # likewise, most specific first (None: not read yet)
     venue_error: ex.ExchangeError | None = None
     account_stale: bool = False  # balances/positions from a stale snapshot (see account_snapshot)
 
