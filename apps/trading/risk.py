@@ -249,7 +249,7 @@ def account_snapshot(
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0:
         with redis_client().pipeline(transaction=False) as pipe:
             pipe.get(cache.make_and_validate_key(key))
-            pipe.zrangebyscore(_holds_key(link_id), "-inf", "+inf", withscores=True)
+            _holds(link_id, pipe)
             cached, holds = pipe.execute()
         if cached is not None:
             balances, positions, read_at = cache_decode(cached)
@@ -370,9 +370,9 @@ def _holds_key(link_id: Any) -> str:
     return cache.make_and_validate_key(f"k2:trading:account:v3:{link_id}:holds")
 
 
-def _holds(link_id: Any) -> list[tuple[bytes, float]]:
-    """The link's holds: (entry, when recorded)."""
-    return list(redis_client().zrangebyscore(_holds_key(link_id), "-inf", "+inf", withscores=True))
+def _holds(link_id: Any, client: Any = None) -> Any:
+    """The link's holds, as (entry, when recorded) pairs; on a pipeline, queued for its result."""
+    return (client or redis_client()).zrangebyscore(_holds_key(link_id), "-inf", "+inf", withscores=True)
 
 
 def _less_holds(
