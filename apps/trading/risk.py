@@ -364,27 +364,29 @@ def account_snapshot_store(*, link_id: Any, balances: Iterable[Balance], read_at
 
 
 def _holds_key(link_id: Any) -> str:
-    """What the link's orders hold since they were placed: a sorted set of "order currency
-    amount", scored by when. Kept apart from the snapshots, so recording a hold never writes
-    over a snapshot (a venue read or a push landing at the same moment stays as it is)."""
-    return cache.make_and_validate_key(f"k2:trading:account:v3:{link_id}:holds")
+    """What the link's orders hold since they were placed: a sorted set of "when order currency
+    amount" (when: Unix time), scored by when. Kept apart from the snapshots, so recording a hold
+    never writes over a snapshot (a venue read or a push landing at the same moment stays as it
+    is). The time is in the entry too, so reading needs no scores: with scores, redis-py turns
+    each one into text and back, and an active user has hundreds of holds in the window."""
+    return cache.make_and_validate_key(f"k2:trading:account:v3:{link_id}:holds:v2")
 
 
 def _holds(link_id: Any, client: Any = None) -> Any:
-    """The link's holds, as (entry, when recorded) pairs; on a pipeline, queued for its result."""
-    return (client or redis_client()).zrangebyscore(_holds_key(link_id), "-inf", "+inf", withscores=True)
+    """The link's holds still inside the snapshots' window (no snapshot is older), as entries;
+    on a pipeline, queued for its result."""
+    since = time.time() - _account_ttl()
+    return (client or redis_client()).zrangebyscore(_holds_key(link_id), since, "+inf")
 
 
-def _less_holds(
-    balances: dict[str, Balance], holds: list[tuple[bytes, float]], read_at: float
-) -> dict[str, Balance]:
+def _less_holds(balances: dict[str, Balance], holds: list[bytes], read_at: float) -> dict[str, Balance]:
     """The snapshot less what orders placed since its venue read hold (those before it are in
     the venue's own figures)."""
     held: dict[str, Decimal] = {}
-    for entry, when in holds:
-        if when < read_at:
+    for entry in holds:
+        when, _order, currency, figure = entry.decode().split(" ")
+        if float(when) < read_at:
             continue
-        _order, currency, figure = entry.decode().split(" ")
         held[currency] = held.get(currency, Decimal(0)) + Decimal(figure)
     if not held:
         return balances
@@ -414,7 +416,7 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
     try:
         key, now, ttl = _holds_key(link_id), time.time(), _account_ttl()
         with redis_client(write=True).pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {f"{order.pk} {currency} {amount}": now})
+            pipe.zadd(key, {f"{now!r} {order.pk} {currency} {amount}": now})
             pipe.zremrangebyscore(key, "-inf", now - ttl)  # older than any snapshot still cached
             pipe.expire(key, _whole_seconds(ttl))
             pipe.execute()
