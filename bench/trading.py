@@ -203,7 +203,7 @@ def schedule(clients: int, per_client: int, rate: float | None, seed: int) -> li
     return plans
 
 
-async def warm_up(clients: int) -> list[list[float]]:
+def warm_up(clients: int) -> list[list[float]]:
     """Untimed orders each client places just before a timed phase, on the sessions it then
     uses: both paths start it warm (connections open, K2's balance snapshots fresh) rather than
     after the other path's phase left them idle."""
