@@ -487,9 +487,35 @@ def _position(order: Order, instrument: Instrument, inputs: RiskInputs) -> Decim
     return balance.total if balance else Decimal(0)
 
 
-def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now: datetime) -> Decimal:
+def _activity_scope(order: Order, now: datetime) -> selectors.ActivityScope:
+    return selectors.ActivityScope(
+        user_id=order.user_id,
+        order_id=order.pk,
+        instrument=order.instrument,
+        instrument_type=order.instrument_type,
+        now=now,
+        risk_codes=_RISK_SET,
+        history=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY,
+    )
+
+
+def risk_lock(*, order: Order, now: datetime) -> tuple[str | None, selectors.RecentActivity]:
+    """Inside the risk transaction: lock the order and its user's checks; its status now and
+    the user's recent activity under the lock (`selectors.order_lock_for_risk`)."""
+    return selectors.order_lock_for_risk(_activity_scope(order, now))
+
+
+def risk_check(
+    *,
+    order: Order,
+    instrument: Instrument,
+    inputs: RiskInputs,
+    now: datetime,
+    activity: selectors.RecentActivity | None = None,
+) -> Decimal:
     """Run every check on a locked, pending order; return its notional or raise `RiskRejection`.
-    Call inside the transaction that holds `selectors.order_lock_status` for the order."""
+    Call inside the transaction that holds `risk_lock` for the order, with the activity it read
+    (None: read it now)."""
     switches = inputs.switches
     for switch in switches:
         if switch.mode == KillSwitchMode.HALT:
@@ -513,15 +539,8 @@ def risk_check(*, order: Order, instrument: Instrument, inputs: RiskInputs, now:
                 "REDUCE_ONLY", {"side": order.side, "attempted": _d(order.quantity), "position": _d(held)}
             )
 
-    activity = selectors.recent_activity(
-        user_id=order.user_id,
-        order_id=order.pk,
-        instrument=order.instrument,
-        instrument_type=order.instrument_type,
-        now=now,
-        risk_codes=_RISK_SET,
-        history=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY,
-    )
+    if activity is None:
+        activity = selectors.recent_activity(_activity_scope(order, now))
     per_second, per_minute = activity.last_second, activity.last_minute
     if per_second >= limits.max_orders_per_second:
         raise RiskRejection(

@@ -213,16 +213,42 @@ FROM (
 """
 
 
-def recent_activity(
-    *,
-    user_id: Any,
-    order_id: Any,
-    instrument: str,
-    instrument_type: str,
-    now: datetime,
-    risk_codes: frozenset[str],
-    history: int,
-) -> RecentActivity:
+@dataclass(frozen=True)
+class ActivityScope:
+    """Whose recent activity the risk checks read, for which order, as of when."""
+
+    user_id: Any
+    order_id: Any
+    instrument: str
+    instrument_type: str
+    now: datetime
+    risk_codes: frozenset[str]
+    history: int
+
+    def params(self) -> dict[str, Any]:
+        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return {
+            "user_id": self.user_id,
+            "order_id": self.order_id,
+            "instrument": self.instrument,
+            "instrument_type": self.instrument_type,
+            "second": self.now - timedelta(seconds=1),
+            "minute": self.now - timedelta(minutes=1),
+            "today": today,
+            "since": min(today, self.now - timedelta(minutes=1)),
+            "rejected": OrderStatus.REJECTED,
+            "cancelled": OrderStatus.CANCELLED,
+            "risk_codes": sorted(self.risk_codes),
+            "history": self.history,
+        }
+
+
+def _recent_activity_of(row: tuple[Any, ...]) -> RecentActivity:
+    second, minute, daily, quantities = row
+    return RecentActivity(second, minute, daily, list(quantities))
+
+
+def recent_activity(scope: ActivityScope) -> RecentActivity:
     """One statement for the velocity, daily and order-size checks (other than this order).
 
     Velocity counts the user's orders created in the window, except those the risk engine itself
@@ -230,25 +256,9 @@ def recent_activity(
     risk engine and were not refused or cancelled unfilled: what the user has committed to trade
     today. The quantities are those of the user's latest orders on the instrument that reached
     the venue (not refused)."""
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    params = {
-        "user_id": user_id,
-        "order_id": order_id,
-        "instrument": instrument,
-        "instrument_type": instrument_type,
-        "second": now - timedelta(seconds=1),
-        "minute": now - timedelta(minutes=1),
-        "today": today,
-        "since": min(today, now - timedelta(minutes=1)),
-        "rejected": OrderStatus.REJECTED,
-        "cancelled": OrderStatus.CANCELLED,
-        "risk_codes": sorted(risk_codes),
-        "history": history,
-    }
     with connection.cursor() as cursor:
-        cursor.execute(_RECENT_ACTIVITY_SQL, params)
-        second, minute, daily, quantities = cursor.fetchone()
-    return RecentActivity(second, minute, daily, list(quantities))
+        cursor.execute(_RECENT_ACTIVITY_SQL, scope.params())
+        return _recent_activity_of(cursor.fetchone())
 
 
 # ---- locks --------------------------------------------------------------------------------------
@@ -259,15 +269,21 @@ def order_lock(*, order_id: Any) -> Order | None:
     return row_get(Order, lock=True, pk=order_id)
 
 
-def order_lock_status(*, order_id: Any, user_id: Any) -> str | None:
-    """Lock one order row and its user's risk checks, in one statement; return the order's status
-    (None if there is no such order). The user lock (advisory, transaction-scoped) serialises one
-    user's risk checks, so two concurrent orders cannot both pass a daily or velocity limit that
-    only one of them fits in."""
-    with connection.cursor() as cursor:
-        cursor.execute(
+def order_lock_for_risk(scope: ActivityScope) -> tuple[str | None, RecentActivity]:
+    """Lock the scope's order row and its user's risk checks; return the order's status (None if
+    there is no such order) and, read under that lock, the user's `recent_activity`. The user lock
+    (advisory, transaction-scoped) serialises one user's risk checks, so two concurrent orders
+    cannot both pass a daily or velocity limit that only one of them fits in.
+
+    Two statements sent together: inside `k2.core.queries.pipelined`, one round trip. The
+    database runs the second once the first holds its locks, so it sees every order the lock's
+    previous holder committed."""
+    with connection.cursor() as lock, connection.cursor() as counts:
+        lock.execute(
             "SELECT status, pg_advisory_xact_lock(hashtext(%s)) FROM orders WHERE id = %s FOR UPDATE",
-            [f"k2:trading:user:{user_id}", order_id],
+            [f"k2:trading:user:{scope.user_id}", scope.order_id],
         )
-        row = cursor.fetchone()
-    return row[0] if row else None
+        counts.execute(_RECENT_ACTIVITY_SQL, scope.params())
+        row = lock.fetchone()
+        activity = _recent_activity_of(counts.fetchone())
+    return (row[0] if row else None), activity

@@ -65,7 +65,7 @@ from apps.trading.state import NOT_FOUND_AT_VENUE, can_transition
 from apps.trading.venue import venue_call
 from k2.api.exceptions import ApplicationError
 from k2.audit.services import atomic_audited, audit_entry, audit_held, held_entries, record
-from k2.core.queries import row_insert, row_update, row_update_if
+from k2.core.queries import pipelined, row_insert, row_update, row_update_if
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -514,14 +514,21 @@ def _order_create(
 
 def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:
     """`order` is the intent as `_order_create` stored it. While it is still pending nothing else
-    has changed it, so only its status is locked and read here."""
-    with atomic_audited():
-        if selectors.order_lock_status(order_id=order.pk, user_id=order.user_id) != OrderStatus.PENDING:
+    has changed it, so only its status is locked and read here.
+
+    Pipelined: BEGIN, the lock and the activity read go out together, the order's write at the
+    end of the block, then COMMIT: three round trips."""
+    now = timezone.now()
+    with atomic_audited(), pipelined():
+        status, activity = risk.risk_lock(order=order, now=now)
+        if status != OrderStatus.PENDING:
             locked = selectors.order_lock(order_id=order.pk)
             assert locked is not None
             return locked  # cancelled while we gathered inputs
         try:
-            notional = risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now())
+            notional = risk.risk_check(
+                order=order, instrument=instrument, inputs=inputs, now=now, activity=activity
+            )
         except RiskRejection as rejection:
             if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES:
                 raise risk.AccountSnapshotStale() from rejection  # nothing written: rolled back

@@ -5,13 +5,16 @@ costs, and an order runs ten (each a round trip, which an idle server pays in wa
 helpers here build their SQL once per shape from the model's metadata and keep what matters of
 the ORM's behaviour: values prepared and converted by the model's fields (encrypted fields,
 JSON), `auto_now` fields, the `pre_save`/`post_save` signals, and instances that know they are
-saved. `row_update_if` and `rows_where` do in one statement what the ORM needs several for.
+saved. `row_update_if` and `rows_where` do in one statement what the ORM needs several for,
+and `pipelined` sends a transaction's statements without waiting for each answer.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -244,8 +247,8 @@ def _update(model: type[models.Model], names: tuple[str, ...]) -> tuple[str, lis
 
 def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence[models.Model] = ()) -> None:
     """`instance.save(update_fields=fields)` without the compile (`auto_now` fields listed in
-    `fields` are refreshed). Raises DatabaseError when the row is gone, as `save` does. `along`:
-    new rows written by the same statement."""
+    `fields` are refreshed). Raises DatabaseError when the row is gone, as `save` does (inside
+    `pipelined`, at its end). `along`: new rows written by the same statement."""
     model, names, using = type(instance), tuple(fields), connection.alias
     sql, columns, pk = _update(model, names)
     update_fields = frozenset(names)
@@ -258,12 +261,52 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
     params.append(pk.get_db_prep_value(instance.pk, connection))
     with connection.cursor() as cursor:
         cursor.execute(_with(clauses) + sql, params)
-        if cursor.rowcount != 1:
-            raise DatabaseError(f"{model._meta.label}: no row updated (it was deleted)")
+        _when_answered(functools.partial(_one_row_updated, cursor, model))
     _after_insert(along, using)
     signals.post_save.send(
         sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=using
     )
+
+
+def _one_row_updated(cursor: Any, model: type[models.Model]) -> None:
+    if cursor.rowcount != 1:
+        raise DatabaseError(f"{model._meta.label}: no row updated (it was deleted)")
+
+
+_pipeline_checks: ContextVar[list[Callable[[], None]] | None] = ContextVar("k2_pipeline_checks", default=None)
+
+
+@contextmanager
+def pipelined() -> Iterator[None]:
+    """The block's statements go out without waiting for each one's answer (psycopg's pipeline
+    mode): the database still runs them in order, one after the other, and their answers are
+    read together when one is needed (a fetch) and at the end of the block. For a transaction's
+    statements: inside `atomic`, its BEGIN goes out with the first of them; a lock, then a read
+    that must see what the lock's previous holder committed, cost one round trip, not two.
+
+    An error surfaces at the next read or at the end of the block, and fails the transaction
+    as usual. What a helper checks in an answer it did not need at once (`row_update`'s count
+    of rows) is checked at the end of the block, before it returns. Commit after the block (the
+    end of `atomic`), not in it."""
+    connection.ensure_connection()
+    checks: list[Callable[[], None]] = []
+    token = _pipeline_checks.set(checks)
+    try:
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            yield
+    finally:
+        _pipeline_checks.reset(token)
+    for check in checks:
+        check()
+
+
+def _when_answered(check: Callable[[], None]) -> None:
+    """Run `check` on a statement's answer: now, or at the end of `pipelined`."""
+    checks = _pipeline_checks.get()
+    if checks is None:
+        check()
+    else:
+        checks.append(check)
 
 
 def row_update_if(

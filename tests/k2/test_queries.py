@@ -18,7 +18,7 @@ from apps.accounts.models import Session
 from apps.exchanges.models import ExchangeLink
 from apps.trading.models import Order
 from k2.audit.models import AuditEntry
-from k2.core.queries import row_get, row_insert, row_update, row_update_if, rows_insert, rows_where
+from k2.core.queries import pipelined, row_get, row_insert, row_update, row_update_if, rows_insert, rows_where
 
 pytestmark = pytest.mark.django_db
 
@@ -227,3 +227,72 @@ def test_rows_where_reads_several_models_in_one_statement(user: Any) -> None:
     assert orm_values(by_user[user.pk]) == orm_values(RiskLimit.objects.get(user=user))
     assert by_user[user.pk].max_order_notional == Decimal("12.34")
     assert (by_user[None].max_orders_per_second, by_user[None].max_order_notional) == (3, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_statements_go_out_without_waiting_for_their_answers(user: Any) -> None:
+    """A statement waiting on a lock another session holds does not hold up the block: its
+    answer is waited for only when it is read."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    order = new_order(user)
+    row_insert(order)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                row_get(Order, lock=True, pk=order.pk)
+                locked.set()
+                release.wait(5)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert locked.wait(5)
+        with transaction.atomic(), pipelined(), connection.cursor() as lock, connection.cursor() as read:
+            started = time.monotonic()
+            lock.execute("SELECT status FROM orders WHERE id = %s FOR UPDATE", [order.pk])
+            read.execute("SELECT count(*) FROM orders WHERE user_id = %s", [user.pk])
+            sent_in = time.monotonic() - started
+            release.set()
+            assert (lock.fetchone(), read.fetchone()) == (("pending",), (1,))
+        assert sent_in < 2  # not the 5 s the other session holds the lock without the release
+    finally:
+        release.set()
+        other.join(10)
+
+
+def test_pipelined_checks_an_update_s_row_at_the_end_of_the_block(user: Any) -> None:
+    order = new_order(user)
+    row_insert(order)
+    Order.objects.filter(pk=order.pk).delete()
+    written = []
+
+    def update() -> None:
+        with transaction.atomic(), pipelined():
+            order.status = "open"
+            row_update(
+                order,
+                ["status"],
+                along=[AuditEntry(created_at=timezone.now(), action="t.along", entry_hash="0" * 64)],
+            )
+            written.append(order.status)
+
+    with pytest.raises(DatabaseError, match="no row updated"):
+        update()
+    assert written == ["open"]  # the block went on; the check came at its end
+    assert not AuditEntry.objects.filter(action="t.along").exists()  # and the transaction rolled back
+
+
+def test_pipelined_errors_are_django_s(user: Any) -> None:
+    order = new_order(user)
+    row_insert(order)
+    duplicate = new_order(user, client_order_id=order.client_order_id)
+    with pytest.raises(IntegrityError), transaction.atomic(), pipelined():
+        row_insert(duplicate)

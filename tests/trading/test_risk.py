@@ -56,6 +56,40 @@ def test_daily_notional(trader: Trader) -> None:
     assert Decimal(details["attempted"]) == price * Decimal("0.02")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_orders_cannot_both_pass_a_limit_only_one_fits_in(trader: Trader) -> None:
+    """One user's risk checks run one at a time, each reading what the one before committed: of
+    eight orders sent at once, with room for one under the daily limit, one goes out."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+    from rest_framework.test import APIClient
+
+    price = trader.below_market()
+    limit(trader, max_daily_notional=price * Decimal("0.015"))
+    start = threading.Barrier(8)
+
+    def post(index: int) -> tuple[int, str]:
+        client = APIClient()
+        client.force_authenticate(trader.user)
+        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.01"}
+        try:
+            start.wait(10)
+            response = client.post("/v1/orders", {**body, "price": str(price)}, format="json")
+            error = response.json().get("error")
+            return response.status_code, error["code"] if error else ""
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = sorted(pool.map(post, range(8)))
+
+    assert results == [(201, "")] + [(422, "RISK_DAILY_NOTIONAL")] * 7, results
+    assert trader.venue_state()["orders"] == 1
+    assert Order.objects.filter(submitted_at__isnull=False).count() == 1
+
+
 def test_velocity_per_second_and_per_minute(trader: Trader) -> None:
     limit(trader, max_orders_per_second=2, max_orders_per_minute=100)
     assert trader.place().status_code == 201
