@@ -1,7 +1,7 @@
 """Query helpers for the few statements on every API request's and every order's path.
 
 The ORM compiles each query anew: 0.4-0.6 ms of CPU per statement, several times what running it
-costs, and an order runs ten (each a round trip, which an idle server pays in wake-ups). The
+costs, and an order runs ten (in eight round trips, which an idle server pays in wake-ups). The
 helpers here build their SQL once per shape from the model's metadata and keep what matters of
 the ORM's behaviour: values prepared and converted by the model's fields (encrypted fields,
 JSON), `auto_now` fields, the `pre_save`/`post_save` signals, and instances that know they are
