@@ -249,23 +249,39 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
     """`instance.save(update_fields=fields)` without the compile (`auto_now` fields listed in
     `fields` are refreshed). Raises DatabaseError when the row is gone, as `save` does (inside
     `pipelined`, at its end). `along`: new rows written by the same statement."""
-    model, names, using = type(instance), tuple(fields), connection.alias
+    names = tuple(fields)
+    sql, values = _update_begin(instance, names, along)
+    clauses, params = _along(along)
+    with connection.cursor() as cursor:
+        cursor.execute(_with(clauses) + sql, params + values)
+        _when_answered(functools.partial(_one_row_updated, cursor, type(instance)))
+    _update_done(instance, names, along)
+
+
+def _update_begin(
+    instance: models.Model, names: tuple[str, ...], along: Sequence[models.Model]
+) -> tuple[str, list[Any]]:
+    """What `save` does before an UPDATE (`pre_save` for the row and the rows along, `auto_now`
+    refreshed); the UPDATE and its values (the fields', then the primary key)."""
+    model, using = type(instance), connection.alias
     sql, columns, pk = _update(model, names)
-    update_fields = frozenset(names)
     _before_insert(along, using)
     signals.pre_save.send(
-        sender=model, instance=instance, raw=False, using=using, update_fields=update_fields
+        sender=model, instance=instance, raw=False, using=using, update_fields=frozenset(names)
     )
-    clauses, params = _along(along)
-    params += [_saved_value(f, instance, False) for f in columns]
-    params.append(pk.get_db_prep_value(instance.pk, connection))
-    with connection.cursor() as cursor:
-        cursor.execute(_with(clauses) + sql, params)
-        _when_answered(functools.partial(_one_row_updated, cursor, model))
+    values = [_saved_value(f, instance, False) for f in columns]
+    values.append(pk.get_db_prep_value(instance.pk, connection))
+    return sql, values
+
+
+def _update_done(instance: models.Model, names: tuple[str, ...], along: Sequence[models.Model]) -> None:
+    """What `save` does once the row is updated (and the rows along written): `post_save`."""
+    using = connection.alias
     _after_insert(along, using)
     signals.post_save.send(
-        sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=using
-    )
+        sender=type(instance), instance=instance, created=False, update_fields=frozenset(names), raw=False,
+        using=using,
+    )  # fmt: skip
 
 
 def _one_row_updated(cursor: Any, model: type[models.Model]) -> None:
@@ -321,18 +337,11 @@ def row_update_if(
     a lock or a transaction. The `along` rows are written exactly when the row is. Returns
     whether it was; when not, nothing was written and the instance is as given (its `auto_now`
     fields aside)."""
-    model, names, using = type(instance), tuple(fields), connection.alias
-    sql, columns, pk = _update(model, names)
-    meta = model._meta
-    checks: list[Field] = [meta.get_field(name) for name in unchanged]  # type: ignore[misc]
-    update_fields = frozenset(names)
-    _before_insert(along, using)
-    signals.pre_save.send(
-        sender=model, instance=instance, raw=False, using=using, update_fields=update_fields
-    )
-    params = [_saved_value(f, instance, False) for f in columns]
-    params.append(pk.get_db_prep_value(instance.pk, connection))
-    for check, value in zip(checks, unchanged.values(), strict=True):
+    names = tuple(fields)
+    sql, params = _update_begin(instance, names, along)
+    meta = type(instance)._meta
+    for name, value in unchanged.items():
+        check: Field = meta.get_field(name)  # type: ignore[assignment]
         sql += f" AND {_qn(check.column)} IS NOT DISTINCT FROM %s"
         params.append(check.get_db_prep_value(value, connection))
     clauses, along_params = _along(along, only_with="updated")
@@ -341,10 +350,7 @@ def row_update_if(
         cursor.execute(statement, params + along_params)
         if cursor.fetchone()[0] != 1:
             return False
-    _after_insert(along, using)
-    signals.post_save.send(
-        sender=model, instance=instance, created=False, update_fields=update_fields, raw=False, using=using
-    )
+    _update_done(instance, names, along)
     return True
 
 
