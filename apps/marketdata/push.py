@@ -14,6 +14,7 @@ a transaction so a rolled-back change is never announced.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -36,6 +37,18 @@ def _payload(user_id: Any, message: dict[str, Any], channel: str) -> str:
 def push_to_user(user_id: Any, message: dict[str, Any], *, channel: str = "notifications") -> int:
     """Publish now; returns how many web processes received it."""
     return int(cache.sync_client().publish(cache.USER_CHANNEL, _payload(user_id, message, channel)))
+
+
+def push_to_users(messages: Sequence[tuple[Any, dict[str, Any], str]]) -> None:
+    """Publish several `(user_id, message, channel)` now, in this order, in one round trip."""
+    payloads = [_payload(user_id, message, channel) for user_id, message, channel in messages]
+    if len(payloads) == 1:
+        cache.sync_client().publish(cache.USER_CHANNEL, payloads[0])
+        return
+    with cache.sync_client().pipeline(transaction=False) as pipe:
+        for payload in payloads:
+            pipe.publish(cache.USER_CHANNEL, payload)
+        pipe.execute()
 
 
 def push_to_user_on_commit(user_id: Any, message: dict[str, Any], *, channel: str = "notifications") -> None:

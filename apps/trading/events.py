@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import django.dispatch
@@ -57,13 +59,47 @@ def order_update_message(order: Order) -> dict[str, Any]:
     }
 
 
-def _publish(user_id: Any, message: dict[str, Any]) -> None:
-    try:
-        from apps.marketdata.push import push_to_user
+_batched: ContextVar[list[tuple[Any, dict[str, Any]]] | None] = ContextVar("k2_order_updates", default=None)
 
-        push_to_user(user_id, message, channel=ORDERS_CHANNEL)
+
+def _publish(user_id: Any, message: dict[str, Any]) -> None:
+    batch = _batched.get()
+    if batch is not None:
+        batch.append((user_id, message))
+    else:
+        _publish_now([(user_id, message)])
+
+
+def _publish_now(updates: list[tuple[Any, dict[str, Any]]]) -> None:
+    try:
+        from apps.marketdata.push import push_to_users
+
+        push_to_users([(user_id, message, ORDERS_CHANNEL) for user_id, message in updates])
     except Exception as exc:  # best effort: clients re-read over REST; never fail the change
-        log.warning("order_update_push_failed", error=repr(exc), order_id=message.get("order_id"))
+        order_ids = [message.get("order_id") for _, message in updates]
+        log.warning("order_update_push_failed", error=repr(exc), order_ids=order_ids)
+
+
+@contextmanager
+def order_updates_batched() -> Iterator[Callable[[], None]]:
+    """A block whose `order_update` pushes (announced changes, once committed) are held back and
+    sent together, in one round trip, by the function it yields and at its end, whatever way it
+    ends (what they announce is committed). Send before whatever lets another process announce
+    the same orders (a venue call: the user stream), so that each socket gets them in order."""
+    batch: list[tuple[Any, dict[str, Any]]] = []
+
+    def send() -> None:
+        if batch:
+            updates = list(batch)
+            batch.clear()
+            _publish_now(updates)
+
+    token = _batched.set(batch)
+    try:
+        yield send
+    finally:
+        _batched.reset(token)
+        send()
 
 
 def order_announcement(order: Order, *, status_changed_to: str | None) -> Callable[[], None]:

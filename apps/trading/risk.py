@@ -425,12 +425,19 @@ def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrume
 
 
 def risk_gather(
-    *, order: Order, instrument: Instrument, link_id: Any, credentials: Credentials, allow_stale: bool = True
+    *,
+    order: Order,
+    instrument: Instrument,
+    link_id: Any,
+    credentials: Credentials,
+    allow_stale: bool = True,
+    config: selectors.RiskConfig | None = None,
 ) -> RiskInputs:
     """What the checks need from outside the database. Skipped entirely under a halt switch;
     a venue that cannot be reached is recorded (the order is then refused, never sent blind).
-    `allow_stale`: see `account_snapshot`."""
-    switches, limit_rows = selectors.risk_config(
+    `allow_stale`: see `account_snapshot`. `config`: the switches and limits, if already read
+    for this order (`selectors.risk_config`)."""
+    switches, limit_rows = config or selectors.risk_config(
         user_id=order.user_id, venue=order.exchange, instrument_type=order.instrument_type
     )
     inputs = RiskInputs(switches=switches, limit_rows=limit_rows)

@@ -3,6 +3,7 @@ the risk configuration in force; and the lock helpers the services use."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,7 +21,7 @@ from apps.marketdata.models import Instrument
 from apps.trading.choices import LIVE_STATUSES, KillSwitchScope, OrderStatus
 from apps.trading.exceptions import OrderNotFound
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
-from k2.core.queries import row_get, rows_where
+from k2.core.queries import row_get, rows_where, rows_where_later
 
 
 def order_list(*, user: Any) -> QuerySet[Order]:
@@ -159,12 +160,19 @@ def _limits_ranked(rows: list[RiskLimit]) -> list[RiskLimit]:
     return sorted(rows, key=rank)
 
 
-def risk_config(
-    *, user_id: Any, venue: str, instrument_type: str
-) -> tuple[list[KillSwitch], list[RiskLimit]]:
+RiskConfig = tuple[list[KillSwitch], list[RiskLimit]]
+
+
+def risk_config(*, user_id: Any, venue: str, instrument_type: str) -> RiskConfig:
     """In one statement, read fresh on every order: the active kill switches that cover this
     user at this venue, and the risk limit rows that match, most specific first."""
-    switches, limits = rows_where(
+    return risk_config_later(user_id=user_id, venue=venue, instrument_type=instrument_type)()
+
+
+def risk_config_later(*, user_id: Any, venue: str, instrument_type: str) -> Callable[[], RiskConfig]:
+    """`risk_config`, its statement sent now and read by the function it returns (inside
+    `k2.core.queries.pipelined`: with the block's other statements, in their round trip)."""
+    read = rows_where_later(
         (
             KillSwitch,
             _KILL_SWITCHES_WHERE,
@@ -172,7 +180,12 @@ def risk_config(
         ),
         (RiskLimit, _RISK_LIMITS_WHERE, [user_id, instrument_type]),
     )
-    return switches, _limits_ranked(limits)
+
+    def config() -> RiskConfig:
+        switches, limits = read()
+        return switches, _limits_ranked(limits)
+
+    return config
 
 
 def risk_limit_rows(*, user_id: Any, instrument_type: str) -> list[RiskLimit]:

@@ -50,7 +50,7 @@ from apps.exchanges.services import link_credentials
 from apps.marketdata.models import Instrument
 from apps.trading import risk, selectors
 from apps.trading.choices import TERMINAL_STATUSES, OrderStatus
-from apps.trading.events import order_announce, order_announcement
+from apps.trading.events import order_announce, order_announcement, order_updates_batched
 from apps.trading.exceptions import (
     ExchangeNotLinked,
     IdempotencyKeyReused,
@@ -433,26 +433,36 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
     if link is None:
         raise ExchangeNotLinked(details={"exchange": instrument.venue})
     fingerprint = data.fingerprint()
-    order, created = _order_create(
-        user=user, data=data, instrument=instrument, fingerprint=fingerprint, actor=actor
-    )
-    if not created:
-        if order.request_fingerprint != fingerprint:
-            record(actor, "order.idempotency_conflict", order, {"client_order_id": order.client_order_id})
-            raise IdempotencyKeyReused(
-                details={"client_order_id": order.client_order_id, "order_id": str(order.pk)}
-            )
-        return PlaceResult(order=order, created=False)
-
-    credentials = link_credentials(link)
-    inputs = risk.risk_gather(order=order, instrument=instrument, link_id=link.pk, credentials=credentials)
-    try:
-        order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
-    except risk.AccountSnapshotStale:
-        inputs = risk.risk_gather(
-            order=order, instrument=instrument, link_id=link.pk, credentials=credentials, allow_stale=False
+    with order_updates_batched() as send_updates:
+        order, config = _order_create(
+            user=user, data=data, instrument=instrument, fingerprint=fingerprint, actor=actor
         )
-        order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+        if config is None:
+            if order.request_fingerprint != fingerprint:
+                record(actor, "order.idempotency_conflict", order, {"client_order_id": order.client_order_id})
+                raise IdempotencyKeyReused(
+                    details={"client_order_id": order.client_order_id, "order_id": str(order.pk)}
+                )
+            return PlaceResult(order=order, created=False)
+
+        credentials = link_credentials(link)
+        inputs = risk.risk_gather(
+            order=order, instrument=instrument, link_id=link.pk, credentials=credentials, config=config
+        )
+        try:
+            order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+        except risk.AccountSnapshotStale:
+            inputs = risk.risk_gather(
+                order=order,
+                instrument=instrument,
+                link_id=link.pk,
+                credentials=credentials,
+                allow_stale=False,
+            )
+            order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+        # Pending and submitted (or rejected) reach the user's sockets together, and before the
+        # venue hears of the order: only then can the user stream push about it.
+        send_updates()
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
     risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
@@ -462,9 +472,11 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
 
 def _order_create(
     *, user: Any, data: OrderInput, instrument: Instrument, fingerprint: str, actor: Any
-) -> tuple[Order, bool]:
+) -> tuple[Order, selectors.RiskConfig | None]:
     """Store the intent (pending) with its audit entry, committed: one statement, so it needs no
-    transaction of its own. A concurrent duplicate fails on the unique key and replays."""
+    transaction of its own. The order's risk configuration is read in the same round trip.
+    Returns the order and that configuration; a concurrent duplicate fails on the unique key and
+    replays: the order already stored, and None."""
     client_order_id = data.client_order_id or f"k2-{secrets.token_hex(12)}"
     order = Order(
         user=user,
@@ -499,17 +511,22 @@ def _order_create(
         },
     )
     try:
-        # One statement commits by itself. Inside a transaction (only a test case's: the blocks
-        # that follow are durable) a savepoint keeps that transaction usable after a duplicate.
-        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+        # Pipelined, the insert and the read commit together (one implicit transaction), and the
+        # read is skipped if the insert fails. Inside a transaction (only a test case's: the
+        # blocks that follow are durable) a savepoint keeps that transaction usable after a
+        # duplicate.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext(), pipelined():
             row_insert(order, along=[created])
+            config = selectors.risk_config_later(
+                user_id=order.user_id, venue=order.exchange, instrument_type=order.instrument_type
+            )
     except IntegrityError:
         existing = selectors.order_get_by_client_id(user=user, client_order_id=client_order_id)
         if existing is None:
             raise
-        return existing, False
+        return existing, None
     order_announce(order, status_changed_to=None)
-    return order, True
+    return order, config()
 
 
 def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -38,6 +39,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of addresses make most of a process's entries
 def _normalise_ip(ip: str | None) -> str | None:
     if not ip:
         return None

@@ -1,12 +1,13 @@
 """Query helpers for the few statements on every API request's and every order's path.
 
 The ORM compiles each query anew: 0.4-0.6 ms of CPU per statement, several times what running it
-costs, and an order runs ten (in eight round trips, which an idle server pays in wake-ups). The
-helpers here build their SQL once per shape from the model's metadata and keep what matters of
-the ORM's behaviour: values prepared and converted by the model's fields (encrypted fields,
-JSON), `auto_now` fields, the `pre_save`/`post_save` signals, and instances that know they are
-saved. `row_update_if` and `rows_where` do in one statement what the ORM needs several for,
-and `pipelined` sends a transaction's statements without waiting for each answer.
+costs, and an order runs ten before its answer (in seven round trips, each of which an idle
+server pays again in wake-ups). The helpers here build their SQL once per shape from the model's
+metadata and keep what matters of the ORM's behaviour: values prepared and converted by the
+model's fields (encrypted fields, JSON), `auto_now` fields, the `pre_save`/`post_save` signals,
+and instances that know they are saved. `row_update_if` and `rows_where` do in one statement
+what the ORM needs several for, and `pipelined` sends statements without waiting for each
+answer (`rows_where_later` reads its rows after the block).
 """
 
 from __future__ import annotations
@@ -145,15 +146,33 @@ def rows_where(*parts: tuple[type[models.Model], str, Sequence[Any]]) -> list[li
     """The rows of several models in one statement, each model's picked by an SQL condition on
     its own columns (`(model, "active AND venue = %s", [venue])`): a list of instances per part,
     in no particular order. The ORM would compile and run one query per part."""
+    return rows_where_later(*parts)()
+
+
+def rows_where_later(*parts: tuple[type[models.Model], str, Sequence[Any]]) -> Callable[[], list[list[Any]]]:
+    """`rows_where`, its statement sent now and its rows read by the function it returns: inside
+    `pipelined`, the statement goes out with the block's others and is read after the block
+    without a round trip of its own. Not read if the block fails."""
     sql, offsets = _union(tuple((model, where) for model, where, _ in parts))
-    found: list[list[Any]] = [[] for _ in parts]
-    with connection.cursor() as cursor:
+    cursor = connection.cursor()
+    try:
         cursor.execute(sql, [value for _, _, params in parts for value in params])
-        rows = cursor.fetchall()
-    for row in rows:
-        start, columns = offsets[row[0]]
-        found[row[0]].append(columns.build(list(row[start : start + len(columns.sql)])))
-    return found
+    except BaseException:
+        cursor.close()
+        raise
+
+    def read() -> list[list[Any]]:
+        try:
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        found: list[list[Any]] = [[] for _ in parts]
+        for row in rows:
+            start, columns = offsets[row[0]]
+            found[row[0]].append(columns.build(list(row[start : start + len(columns.sql)])))
+        return found
+
+    return read
 
 
 def _saved_value(field: Field, instance: models.Model, add: bool) -> Any:
@@ -205,11 +224,17 @@ def _along(instances: Sequence[models.Model], *, only_with: str = "") -> tuple[l
         if not only_with:
             clause = f"{head}{', '.join([one] * len(rows))}"
         else:
-            typed = f"({', '.join(f'%s::{f.cast_db_type(connection)}' for f in fields)})"  # type: ignore[attr-defined]
-            values = ", ".join([typed] + [one] * (len(rows) - 1))
+            values = ", ".join([_typed_row(model)] + [one] * (len(rows) - 1))
             clause = f"{head.removesuffix('VALUES ')}SELECT v.* FROM (VALUES {values}) AS v, {_qn(only_with)}"  # noqa: S608
         clauses.append(f"{_qn(f'along_{index}')} AS ({clause})")
     return clauses, params
+
+
+@functools.cache
+def _typed_row(model: type[models.Model]) -> str:
+    """`_insert`'s placeholders for one row, each cast to its column's type."""
+    fields = _insert(model)[2]
+    return f"({', '.join(f'%s::{f.cast_db_type(connection)}' for f in fields)})"  # type: ignore[attr-defined]
 
 
 def _with(clauses: list[str]) -> str:

@@ -18,7 +18,16 @@ from apps.accounts.models import Session
 from apps.exchanges.models import ExchangeLink
 from apps.trading.models import Order
 from k2.audit.models import AuditEntry
-from k2.core.queries import pipelined, row_get, row_insert, row_update, row_update_if, rows_insert, rows_where
+from k2.core.queries import (
+    pipelined,
+    row_get,
+    row_insert,
+    row_update,
+    row_update_if,
+    rows_insert,
+    rows_where,
+    rows_where_later,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -296,3 +305,25 @@ def test_pipelined_errors_are_django_s(user: Any) -> None:
     duplicate = new_order(user, client_order_id=order.client_order_id)
     with pytest.raises(IntegrityError), transaction.atomic(), pipelined():
         row_insert(duplicate)
+
+
+def test_rows_where_later_is_read_after_its_block_and_never_when_the_block_fails(user: Any) -> None:
+    order = new_order(user)
+    with pipelined():
+        row_insert(order)  # answered at the end of the block, with the read
+        read = rows_where_later((Order, "user_id = %s", [user.pk]))
+    ((found,),) = read()
+    assert (found.pk, found.status) == (order.pk, "pending")
+
+    duplicate = new_order(user, client_order_id=order.client_order_id)
+    reads = []
+
+    def insert_then_read() -> None:
+        with transaction.atomic(), pipelined():
+            row_insert(duplicate)
+            reads.append(rows_where_later((Order, "user_id = %s", [user.pk])))
+
+    with pytest.raises(IntegrityError):  # the insert's error, at the end of the block
+        insert_then_read()
+    assert len(reads) == 1  # the read was sent (and skipped by the database), never read
+    assert Order.objects.filter(user=user).count() == 1

@@ -195,3 +195,33 @@ def test_a_balance_push_becomes_the_risk_engines_snapshot(
 
     assert trader.place(quantity="0.01").status_code == 201
     assert balance_reads() == reads  # checked against the pushed balances
+
+
+@pytest.mark.django_db(transaction=True)
+def test_order_updates_batched_hold_pushes_until_sent_then_send_them_in_order(
+    trader: Trader, pubsub: Callable[[], list[dict[str, Any]]]
+) -> None:
+    from apps.trading.events import order_announce, order_updates_batched
+
+    order = order_of(trader.place(quantity="0.01"))
+    later = order_of(trader.place(quantity="0.01"))
+    pubsub()
+
+    def statuses() -> list[tuple[str, str]]:
+        return [(m["message"]["order_id"], m["message"]["status"]) for m in pubsub()[-4:]]
+
+    pubsub().clear()
+    with order_updates_batched() as send:
+        for status in ("submitted", "open"):
+            order.status = status
+            order_announce(order, status_changed_to=status)  # outside a transaction: "committed"
+        time.sleep(0.3)
+        assert pubsub() == []  # held back
+        send()
+        eventually(lambda: statuses() == [(str(order.pk), "submitted"), (str(order.pk), "open")])
+        later.status = "open"
+        order_announce(later, status_changed_to="open")
+        time.sleep(0.3)
+        assert len(pubsub()) == 2
+    # what is still held goes out when the block ends
+    eventually(lambda: statuses()[-1:] == [(str(later.pk), "open")])
