@@ -3,7 +3,9 @@
 - the user's WebSockets get the architecture's `order_update` message (channel `orders`);
 - a domain event (`order.filled` / `order.cancelled` / `order.rejected`) is written to the audit
   log in the same transaction as the change and sent as the `order_event` signal after commit,
-  for the notifications app to pick up once it exists.
+  for the notifications app to pick up once it exists;
+- an order that ended unfilled (cancelled, rejected) frees what it held for the risk engine's
+  balance check (`risk.account_hold_release`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import django.dispatch
 from django.db import transaction
 
+from apps.trading import risk
 from apps.trading.choices import OrderStatus
 from apps.trading.models import Order
 from k2.audit.services import record
@@ -117,6 +120,8 @@ def order_announcement(order: Order, *, status_changed_to: str | None) -> Callab
 
     def send() -> None:
         _publish(order.user_id, message)
+        if status_changed_to != OrderStatus.FILLED:
+            risk.account_hold_release(order=order)
         order_event.send(sender=Order, event=event, order_id=order.pk, user_id=order.user_id, payload=payload)
 
     return send

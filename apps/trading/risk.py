@@ -399,29 +399,78 @@ def _less_holds(balances: dict[str, Balance], holds: list[bytes], read_at: float
     return balances
 
 
+def _hold_of(order: Order, instrument: Instrument) -> tuple[str, Decimal] | None:
+    """What an order holds at its venue while it rests: (currency, amount), None for nothing."""
+    if order.side == Side.BUY:
+        fee_buffer = ONE + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / HUNDRED
+        return instrument.quote or "USD", (order.notional or Decimal(0)) * fee_buffer
+    if order.instrument_type == InstrumentType.EVENT:
+        return None
+    return instrument.base, order.quantity
+
+
+def _hold_put(link_id: Any, order: Order, currency: str, amount: Decimal) -> None:
+    key, now, ttl = _holds_key(link_id), time.time(), _account_ttl()
+    with redis_client(write=True).pipeline(transaction=False) as pipe:
+        pipe.zadd(key, {f"{now!r} {order.pk} {currency} {amount}": now})
+        pipe.zremrangebyscore(key, "-inf", now - ttl)  # older than any snapshot still cached
+        pipe.expire(key, _whole_seconds(ttl))
+        pipe.execute()
+
+
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
     """Before an order goes out, record what it will hold, so the next order is checked against
     what is really left until a venue read (or push) after it includes it. Recording never
     touches the snapshot or its window: a user trading steadily still gets fresh balances
     (fills, deposits) from the venue every few seconds."""
-    if order.side == Side.BUY:
-        currency = instrument.quote or "USD"
-        amount = (order.notional or Decimal(0)) * (
-            ONE + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / HUNDRED
-        )
-    elif order.instrument_type == InstrumentType.EVENT:
+    if (hold := _hold_of(order, instrument)) is None:
         return
-    else:
-        currency, amount = instrument.base, order.quantity
     try:
-        key, now, ttl = _holds_key(link_id), time.time(), _account_ttl()
-        with redis_client(write=True).pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {f"{now!r} {order.pk} {currency} {amount}": now})
-            pipe.zremrangebyscore(key, "-inf", now - ttl)  # older than any snapshot still cached
-            pipe.expire(key, _whole_seconds(ttl))
-            pipe.execute()
+        _hold_put(link_id, order, *hold)
     except Exception as exc:  # the order passed its checks: a cache fault must not stop it
         log.warning("balance_reserve_failed", order_id=str(order.pk), error=repr(exc))
+
+
+# Drops every hold entry of one order (ARGV[1]: " <order id> ").
+_HOLD_DROP = """
+local dropped = 0
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.find(entry, ARGV[1], 1, true) then
+    redis.call('ZREM', KEYS[1], entry)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+
+
+def account_hold_release(*, order: Order) -> None:
+    """An order sent to its venue has ended without filling all of it (cancelled, or refused):
+    what it held is free again, so the next order (a cancel-and-replace, typically) is not
+    refused for want of it.
+
+    - Refused by the venue (it never rested there): its hold is dropped; no venue read ever
+      included it.
+    - Cancelled after resting: a release of the unfilled part is recorded, a negative hold at
+      the time of the cancel. A snapshot read before the order was placed counts both (nothing
+      changed); one read while it rested counts only the release (the venue's figures still had
+      it on hold); one read after the cancel counts neither.
+    Best effort: a cache fault leaves the hold until the snapshot's next venue read."""
+    if order.submitted_at is None:
+        return  # refused or cancelled before it was sent: it never held anything
+    try:
+        instrument, link = selectors.instrument_with_link(symbol=order.instrument, user_id=order.user_id)
+        if instrument is None or link is None or (hold := _hold_of(order, instrument)) is None:
+            return
+        currency, amount = hold
+        if not order.exchange_order_id:
+            redis_client(write=True).eval(_HOLD_DROP, 1, _holds_key(link.pk), f" {order.pk} ")
+            return
+        unfilled = max(order.quantity - order.filled_quantity, Decimal(0)) / order.quantity
+        if unfilled > 0:
+            _hold_put(link.pk, order, currency, -amount * unfilled)
+    except Exception as exc:
+        log.warning("balance_release_failed", order_id=str(order.pk), error=repr(exc))
 
 
 def risk_gather(

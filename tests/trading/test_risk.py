@@ -3,6 +3,8 @@ reaches the venue; kill switches flipped in admin apply to the very next order."
 
 from __future__ import annotations
 
+import copy
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -345,3 +347,61 @@ def test_orders_hold_their_amount_until_a_venue_read_includes_it(make_trader: An
     assert fresh[2] > snapshot[2]
     # The venue's figure includes the first two orders; only the third is held on top of it.
     assert available() == fresh[0]["USD"].available - third.notional * buffer
+
+
+@pytest.mark.django_db(transaction=True)  # the release follows the cancel's commit
+def test_a_cancelled_order_frees_its_hold_so_its_replacement_fits(make_trader: Any, settings: Any) -> None:
+    """Cancel and replace within the snapshot's fresh window: the cancelled order's hold no
+    longer counts against the replacement."""
+    from tests.trading.conftest import order_of
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 60  # one venue read for the whole test
+    settings.K2_TRADING_BALANCE_STALE_SECONDS = 0
+    trader = make_trader({"USD": "1000", "BTC": "0"})  # room for one 0.01 BTC buy (~620 USD), not two
+    first = order_of(trader.place(quantity="0.01"))
+    assert first.status == "open"
+    refused(trader, "INSUFFICIENT_BALANCE", quantity="0.01")  # the first one's hold counts
+
+    assert trader.client.delete(f"/v1/orders/{first.pk}").json()["data"]["status"] == "cancelled"
+    replacement = trader.place(quantity="0.01")
+    assert replacement.status_code == 201, replacement.content
+    assert order_of(replacement).status == "open"
+    refused(trader, "INSUFFICIENT_BALANCE", quantity="0.01")  # and the replacement's counts in turn
+
+
+def test_an_order_the_venue_refused_drops_its_hold(make_trader: Any, settings: Any) -> None:
+    """An order that never rested at the venue held nothing there: its hold is dropped (not
+    offset), so no venue read, before or after, counts it."""
+    from apps.marketdata.models import Instrument
+    from apps.trading import risk
+    from k2.core.cache import redis_client
+
+    trader = make_trader({"USD": "1000", "BTC": "0"})
+    link_id = trader.user.exchange_links.get().pk
+    btc = Instrument.objects.get(symbol="BTC-USD")
+    order = Order(
+        user=trader.user,
+        exchange="cryptocom",
+        instrument="BTC-USD",
+        instrument_type="crypto",
+        side="buy",
+        order_type="limit",
+        quantity=Decimal("0.01"),
+        price=Decimal("60000"),
+        notional=Decimal("600"),
+        status="submitted",
+        submitted_at=timezone.now(),
+    )
+    other = copy.copy(order)
+    other.pk = uuid.uuid4()
+    for held in (order, other):
+        risk.account_snapshot_reserve(link_id=link_id, order=held, instrument=btc)
+
+    def entries() -> list[str]:
+        return [e.decode() for e in redis_client().zrange(risk._holds_key(link_id), 0, -1)]
+
+    assert len(entries()) == 2
+
+    order.status, order.error_code = "rejected", "INSUFFICIENT_BALANCE"  # no exchange_order_id
+    risk.account_hold_release(order=order)
+    assert [e.split(" ")[1] for e in entries()] == [str(other.pk)]
