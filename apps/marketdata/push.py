@@ -41,10 +41,11 @@ def push_to_user(user_id: Any, message: dict[str, Any], *, channel: str = "notif
 
 def push_to_users(messages: Sequence[tuple[Any, dict[str, Any], str]]) -> None:
     """Publish several `(user_id, message, channel)` now, in this order, in one round trip."""
-    payloads = [_payload(user_id, message, channel) for user_id, message, channel in messages]
-    if len(payloads) == 1:
-        cache.sync_client().publish(cache.USER_CHANNEL, payloads[0])
+    if len(messages) == 1:
+        user_id, message, channel = messages[0]
+        push_to_user(user_id, message, channel=channel)
         return
+    payloads = [_payload(user_id, message, channel) for user_id, message, channel in messages]
     with cache.sync_client().pipeline(transaction=False) as pipe:
         for payload in payloads:
             pipe.publish(cache.USER_CHANNEL, payload)

@@ -433,7 +433,9 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
     if link is None:
         raise ExchangeNotLinked(details={"exchange": instrument.venue})
     fingerprint = data.fingerprint()
-    with order_updates_batched() as send_updates:
+    # Pending and submitted (or rejected) reach the user's sockets together when this block
+    # ends, before the venue hears of the order: only then can the user stream push about it.
+    with order_updates_batched():
         order, config = _order_create(
             user=user, data=data, instrument=instrument, fingerprint=fingerprint, actor=actor
         )
@@ -460,9 +462,6 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
                 allow_stale=False,
             )
             order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
-        # Pending and submitted (or rejected) reach the user's sockets together, and before the
-        # venue hears of the order: only then can the user stream push about it.
-        send_updates()
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
     risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
