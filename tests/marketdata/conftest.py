@@ -115,7 +115,9 @@ async def fast_adapter(venue: str) -> AsyncIterator[Any]:
 
 def feed_config(**overrides: Any) -> FeedConfig:
     values: dict[str, Any] = {
-        "lease_seconds": 1.0,
+        # short, so crash takeovers are quick; renewed every third of it, so a loaded CI host
+        # needs a stall of over a second on the test's loop before a leader loses it
+        "lease_seconds": 2.0,
         "backfill_candles": 30,
         "flush_interval": 0.05,
         "retry_base": 0.05,

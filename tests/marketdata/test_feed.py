@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -82,10 +83,15 @@ async def trades_settled(feed, sim, symbol: str = "BTC-USD") -> bool:
     """The feed wrote every trade the simulator printed (counted by our dedupe table)."""
     from apps.marketdata.models import MarketTrade
 
-    state = sim.http.get("/_sim/state").json()["instruments"][symbol.replace("-", "_")]
-    last = sim.http.get(
-        "/exchange/v1/public/get-trades", params={"instrument_name": symbol.replace("-", "_"), "count": 1}
-    ).json()["result"]["data"]
+    def venue_side() -> tuple[dict, list]:
+        state = sim.http.get("/_sim/state").json()["instruments"][symbol.replace("-", "_")]
+        last = sim.http.get(
+            "/exchange/v1/public/get-trades", params={"instrument_name": symbol.replace("-", "_"), "count": 1}
+        ).json()["result"]["data"]
+        return state, last
+
+    # off the loop: a blocking call here would stall the feeds' lease renewals on this loop
+    state, last = await asyncio.to_thread(venue_side)
     if not last:
         return state["trades"] == 0
     newest = str(last[0]["d"])
@@ -96,8 +102,6 @@ async def trades_settled(feed, sim, symbol: str = "BTC-USD") -> bool:
 
 async def tick(sim, count: int = 20) -> None:
     """Move the simulated market `count` steps (off the loop: the feed keeps renewing its lease)."""
-    import asyncio
-
     response = await asyncio.to_thread(sim.http.post, "/_sim/tick", json={"count": count})
     assert response.status_code == 200
 
@@ -228,8 +232,6 @@ async def test_a_replica_that_lost_its_lease_cannot_write(sim, feeds):
     await tick(sim, 20)
     await eventually(lambda: feed.feed.role == "standby", what="step down")
     await tick(sim, 20)
-    import asyncio
-
     await asyncio.sleep(0.3)
     assert cached_price("BTC-USD")["seq"] <= before + 1
     assert cache.sync_client().get(cache.lease_key("cryptocom")) == b"someone-else"
