@@ -4,11 +4,11 @@ calling the same simulator directly, in the same run: p50/p99, sequential and co
     python -m k2.devstack run -- python -m bench trading [--orders 200] [--clients 20] [--rate 20]
 
 Everything is real and local: the Crypto.com simulator in its own process, K2's web process
-(uvicorn, as the Procfile runs it) in another, the market-data feed in a third (as in
-production, the risk engine's reference price comes from it), PostgreSQL and Redis from the
-devstack. The user-stream process does not run (orders are not tracked after placement). Each
-concurrent client is its own user with its own linked simulator account (venue rate limits are
-per API key). Orders are resting limit buys 5 % under the market, cancelled between phases
+(`python -m k2.serve`, as the Procfile runs it, one worker per core) in another, the market-data
+feed in a third (as in production, the risk engine's reference price comes from it), PostgreSQL
+and Redis from the devstack. The user-stream process does not run (orders are not tracked after
+placement). Each concurrent client is its own user with its own linked simulator account (venue
+rate limits are per API key). Orders are resting limit buys 5 % under the market, cancelled between phases
 (untimed). Each path is warmed just before each of its timed phases, on the connections the
 phase then uses: two untimed orders per client (then cancelled). K2's overhead = K2's latency -
 the direct adapter's latency at the same percentile.
@@ -101,8 +101,8 @@ def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
 
 def start_web(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "k2.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--no-access-log", "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "k2.serve", "--port", str(port), "--workers", str(workers)]
+    cmd += ["--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz", proc, "web")
@@ -374,7 +374,7 @@ def main(argv: list[str]) -> int:
         "--web-workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="uvicorn worker processes (default: cores)",
+        help="web worker processes (default: cores)",
     )
     args = parser.parse_args(argv)
     args.orders = max(10, min(args.orders, 200))  # the simulator rests 200 orders per account and instrument
