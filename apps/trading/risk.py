@@ -26,6 +26,7 @@ against overspending.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import os
@@ -381,12 +382,12 @@ def _holds(link_id: Any, client: Any = None) -> Any:
 
 def _less_holds(balances: dict[str, Balance], holds: list[bytes], read_at: float) -> dict[str, Balance]:
     """The snapshot less what orders placed since its venue read hold (those before it are in
-    the venue's own figures)."""
+    the venue's own figures). `holds` come in time order: only those from `read_at` on are read
+    (an active user has hundreds in the window, a fresh snapshot is younger than most)."""
     held: dict[str, Decimal] = {}
-    for entry in holds:
-        when, _order, currency, figure = entry.decode().split(" ")
-        if float(when) < read_at:
-            continue
+    since = bisect.bisect_left(holds, read_at, key=lambda entry: float(entry.split(b" ", 1)[0]))
+    for entry in holds[since:]:
+        _when, _order, currency, figure = entry.decode().split(" ")
         held[currency] = held.get(currency, Decimal(0)) + Decimal(figure)
     if not held:
         return balances

@@ -405,3 +405,39 @@ def test_an_order_the_venue_refused_drops_its_hold(make_trader: Any, settings: A
     order.status, order.error_code = "rejected", "INSUFFICIENT_BALANCE"  # no exchange_order_id
     risk.account_hold_release(order=order)
     assert [e.split(" ")[1] for e in entries()] == [str(other.pk)]
+
+
+def test_a_snapshot_counts_only_the_holds_recorded_since_its_venue_read(make_trader: Any) -> None:
+    """Of a busy user's holds in the window, those from the snapshot's read time on count
+    (a hold recorded at that very moment included), those before it are in the venue's figure."""
+    from apps.exchanges.adapters.base import Balance
+    from apps.marketdata.models import Instrument
+    from apps.trading import risk
+
+    trader = make_trader({"USD": "1000", "BTC": "0"})
+    link_id = trader.user.exchange_links.get().pk
+    btc = Instrument.objects.get(symbol="BTC-USD")
+    order = Order(
+        user=trader.user,
+        exchange="cryptocom",
+        instrument="BTC-USD",
+        instrument_type="crypto",
+        side="sell",  # holds its quantity of BTC
+        order_type="limit",
+        quantity=Decimal("0.001"),
+        price=Decimal("60000"),
+    )
+    for _ in range(120):
+        order.pk = uuid.uuid4()
+        risk.account_snapshot_reserve(link_id=link_id, order=order, instrument=btc)
+    holds = risk._holds(link_id)
+    assert len(holds) == 120
+    balances = {"BTC": Balance(currency="BTC", total=Decimal(1), available=Decimal(1), on_hold=Decimal(0))}
+    for since in (0, 1, 57, 119):
+        read_at = float(holds[since].split(b" ")[0])  # read at the moment of that hold
+        left = risk._less_holds(balances, holds, read_at)["BTC"]
+        assert (left.available, left.on_hold) == (
+            1 - Decimal("0.001") * (120 - since),
+            Decimal("0.001") * (120 - since),
+        )
+    assert risk._less_holds(balances, holds, read_at + 1) == balances
