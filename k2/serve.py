@@ -40,13 +40,16 @@ def _config(host: str, port: int, log_level: str) -> Any:
     return uvicorn.Config(APP, host=host, port=port, lifespan="off", access_log=False, log_level=log_level)
 
 
-def _reuseport_socket(host: str, port: int, backlog: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
+def _bound(host: str, port: int, *, reuseport: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -55,20 +58,18 @@ def _worker(host: str, port: int, log_level: str) -> None:
     import uvicorn
 
     config = _config(host, port, log_level)
-    sock = _reuseport_socket(host, port, config.backlog)
+    sock = _bound(host, port, reuseport=True)
+    sock.listen(config.backlog)
     uvicorn.Server(config).run(sockets=[sock])
 
 
 def _port_is_free(host: str, port: int) -> bool:
     """Nothing listens on the port: not another server, nor another K2 web process, whose
     SO_REUSEPORT group these workers would otherwise silently join, splitting its traffic."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
+    try:
+        _bound(host, port, reuseport=False).close()
+    except OSError:
+        return False
     return True
 
 

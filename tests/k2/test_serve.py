@@ -16,15 +16,11 @@ import httpx
 import psutil
 import pytest
 
+from k2.devstack import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(port: int, *args: str) -> subprocess.Popen[str]:
@@ -92,7 +88,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def test_connections_are_spread_over_the_workers_and_a_dead_worker_is_replaced():
-    port = _free_port()
+    port = free_port()
     proc = _serve(port, "--workers", "2")
     try:
         _wait_healthy(port, proc)
@@ -128,7 +124,7 @@ def test_connections_are_spread_over_the_workers_and_a_dead_worker_is_replaced()
 
 
 def test_a_port_already_served_is_refused_rather_than_shared():
-    port = _free_port()
+    port = free_port()
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another k2.serve's workers

@@ -369,6 +369,19 @@ def test_a_cancelled_order_frees_its_hold_so_its_replacement_fits(make_trader: A
     refused(trader, "INSUFFICIENT_BALANCE", quantity="0.01")  # and the replacement's counts in turn
 
 
+def _btc_limit(trader: Trader, **fields: Any) -> Order:
+    """An unsaved BTC-USD limit order of the trader's, at 60000."""
+    return Order(
+        user=trader.user,
+        exchange="cryptocom",
+        instrument="BTC-USD",
+        instrument_type="crypto",
+        order_type="limit",
+        price=Decimal("60000"),
+        **fields,
+    )
+
+
 def test_an_order_the_venue_refused_drops_its_hold(make_trader: Any, settings: Any) -> None:
     """An order that never rested at the venue held nothing there: its hold is dropped (not
     offset), so no venue read, before or after, counts it."""
@@ -379,15 +392,10 @@ def test_an_order_the_venue_refused_drops_its_hold(make_trader: Any, settings: A
     trader = make_trader({"USD": "1000", "BTC": "0"})
     link_id = trader.user.exchange_links.get().pk
     btc = Instrument.objects.get(symbol="BTC-USD")
-    order = Order(
-        user=trader.user,
-        exchange="cryptocom",
-        instrument="BTC-USD",
-        instrument_type="crypto",
+    order = _btc_limit(
+        trader,
         side="buy",
-        order_type="limit",
         quantity=Decimal("0.01"),
-        price=Decimal("60000"),
         notional=Decimal("600"),
         status="submitted",
         submitted_at=timezone.now(),
@@ -417,16 +425,7 @@ def test_a_snapshot_counts_only_the_holds_recorded_since_its_venue_read(make_tra
     trader = make_trader({"USD": "1000", "BTC": "0"})
     link_id = trader.user.exchange_links.get().pk
     btc = Instrument.objects.get(symbol="BTC-USD")
-    order = Order(
-        user=trader.user,
-        exchange="cryptocom",
-        instrument="BTC-USD",
-        instrument_type="crypto",
-        side="sell",  # holds its quantity of BTC
-        order_type="limit",
-        quantity=Decimal("0.001"),
-        price=Decimal("60000"),
-    )
+    order = _btc_limit(trader, side="sell", quantity=Decimal("0.001"))  # holds its quantity of BTC
     for _ in range(120):
         order.pk = uuid.uuid4()
         risk.account_snapshot_reserve(link_id=link_id, order=order, instrument=btc)
