@@ -19,11 +19,19 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, connection, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
 Field = models.Field
+
+
+def _db() -> BaseDatabaseWrapper:
+    """This thread's connection itself. `django.db.connection` is a proxy that looks the
+    connection up (a thread-and-task-local read) on every attribute access; preparing a row's
+    values touches it once per field, so each helper resolves it once and passes it on."""
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def _qn(name: str) -> str:
@@ -55,14 +63,14 @@ class _Columns:
             converters=converters,
         )
 
-    def convert(self, values: list[Any]) -> list[Any]:
+    def convert(self, values: list[Any], db: BaseDatabaseWrapper) -> list[Any]:
         for index, found, col in self.converters:
             for converter in found:
-                values[index] = converter(values[index], col, connection)
+                values[index] = converter(values[index], col, db)
         return values
 
-    def build(self, values: list[Any]) -> models.Model:
-        return self.model.from_db(connection.alias, self.attnames, self.convert(values))
+    def build(self, values: list[Any], db: BaseDatabaseWrapper) -> models.Model:
+        return self.model.from_db(db.alias, self.attnames, self.convert(values, db))
 
 
 @dataclass(frozen=True)
@@ -106,18 +114,18 @@ def row_get(model: type[M], *, lock: bool = False, related: Iterable[str] = (), 
     [.select_for_update(of=("self",))][.select_related(*related)].filter(**where))` without the
     compile. `where` names fields, attnames or `pk`; `related` names required foreign keys to
     load along (joined; only this model's row is locked)."""
-    select = _select(model, tuple(where), tuple(related), lock)
-    params = [f.get_db_prep_value(v, connection) for f, v in zip(select.keys, where.values(), strict=True)]
-    with connection.cursor() as cursor:
+    select, db = _select(model, tuple(where), tuple(related), lock), _db()
+    params = [f.get_db_prep_value(v, db) for f, v in zip(select.keys, where.values(), strict=True)]
+    with db.cursor() as cursor:
         cursor.execute(select.sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
     values, width = list(row), len(select.main.attnames)
-    instance = select.main.build(values[:width])
+    instance = select.main.build(values[:width], db)
     for fk, part in select.related:
         end = width + len(part.attnames)
-        fk.set_cached_value(instance, part.build(values[width:end]))
+        fk.set_cached_value(instance, part.build(values[width:end], db))
         width = end
     return instance  # type: ignore[return-value]
 
@@ -154,7 +162,8 @@ def rows_where_later(*parts: tuple[type[models.Model], str, Sequence[Any]]) -> C
     `pipelined`, the statement goes out with the block's others and is read after the block
     without a round trip of its own. Not read if the block fails."""
     sql, offsets = _union(tuple((model, where) for model, where, _ in parts))
-    cursor = connection.cursor()
+    db = _db()
+    cursor = db.cursor()
     try:
         cursor.execute(sql, [value for _, _, params in parts for value in params])
     except BaseException:
@@ -169,16 +178,16 @@ def rows_where_later(*parts: tuple[type[models.Model], str, Sequence[Any]]) -> C
         found: list[list[Any]] = [[] for _ in parts]
         for row in rows:
             start, columns = offsets[row[0]]
-            found[row[0]].append(columns.build(list(row[start : start + len(columns.sql)])))
+            found[row[0]].append(columns.build(list(row[start : start + len(columns.sql)]), db))
         return found
 
     return read
 
 
-def _saved_value(field: Field, instance: models.Model, add: bool) -> Any:
+def _saved_value(field: Field, instance: models.Model, add: bool, db: BaseDatabaseWrapper) -> Any:
     """The value `save` would write: `pre_save` (it sets `auto_now` fields), then the field's
     preparation for the database (it encrypts, serialises JSON, ...)."""
-    return field.get_db_prep_save(field.pre_save(instance, add), connection)
+    return field.get_db_prep_save(field.pre_save(instance, add), db)
 
 
 @functools.cache
@@ -208,7 +217,9 @@ def _after_insert(instances: Iterable[models.Model], using: str) -> None:
         )
 
 
-def _along(instances: Sequence[models.Model], *, only_with: str = "") -> tuple[list[str], list[Any]]:
+def _along(
+    instances: Sequence[models.Model], db: BaseDatabaseWrapper, *, only_with: str = ""
+) -> tuple[list[str], list[Any]]:
     """New rows to insert in the same statement as another write: `WITH` clauses and their
     parameters. One clause per model, one multi-row VALUES each; generated fields are not read
     back (the rows are written, not returned). `only_with`: a clause of the statement returning
@@ -220,7 +231,7 @@ def _along(instances: Sequence[models.Model], *, only_with: str = "") -> tuple[l
     clauses, params = [], []
     for index, (model, rows) in enumerate(groups.items()):
         head, one, fields, _ = _insert(model)
-        params += [_saved_value(f, row, True) for row in rows for f in fields]
+        params += [_saved_value(f, row, True, db) for row in rows for f in fields]
         if not only_with:
             clause = f"{head}{', '.join([one] * len(rows))}"
         else:
@@ -245,18 +256,19 @@ def row_insert(instance: models.Model, *, along: Sequence[models.Model] = ()) ->
     """`instance.save()` for a new row, without the compile; database-generated fields (an auto
     primary key, `db_default`s) are read back. `along`: other new rows written by the same
     statement (all or none, even outside a transaction)."""
-    using = connection.alias
+    db = _db()
+    using = db.alias
     head, one, fields, back = _insert(type(instance))
     _before_insert([*along, instance], using)
-    clauses, params = _along(along)
-    params += [_saved_value(f, instance, True) for f in fields]
+    clauses, params = _along(along, db)
+    params += [_saved_value(f, instance, True, db) for f in fields]
     sql = _with(clauses) + head + one
     if back is not None:
         sql += f" RETURNING {', '.join(back.sql)}"
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         if back is not None:
-            for attname, value in zip(back.attnames, back.convert(list(cursor.fetchone())), strict=True):
+            for attname, value in zip(back.attnames, back.convert(list(cursor.fetchone()), db), strict=True):
                 setattr(instance, attname, value)
     _after_insert([*along, instance], using)
 
@@ -274,34 +286,36 @@ def row_update(instance: models.Model, fields: Iterable[str], *, along: Sequence
     """`instance.save(update_fields=fields)` without the compile (`auto_now` fields listed in
     `fields` are refreshed). Raises DatabaseError when the row is gone, as `save` does (inside
     `pipelined`, at its end). `along`: new rows written by the same statement."""
-    names = tuple(fields)
-    sql, values = _update_begin(instance, names, along)
-    clauses, params = _along(along)
-    with connection.cursor() as cursor:
+    names, db = tuple(fields), _db()
+    sql, values = _update_begin(instance, names, along, db)
+    clauses, params = _along(along, db)
+    with db.cursor() as cursor:
         cursor.execute(_with(clauses) + sql, params + values)
         _when_answered(functools.partial(_one_row_updated, cursor, type(instance)))
-    _update_done(instance, names, along)
+    _update_done(instance, names, along, db)
 
 
 def _update_begin(
-    instance: models.Model, names: tuple[str, ...], along: Sequence[models.Model]
+    instance: models.Model, names: tuple[str, ...], along: Sequence[models.Model], db: BaseDatabaseWrapper
 ) -> tuple[str, list[Any]]:
     """What `save` does before an UPDATE (`pre_save` for the row and the rows along, `auto_now`
     refreshed); the UPDATE and its values (the fields', then the primary key)."""
-    model, using = type(instance), connection.alias
+    model, using = type(instance), db.alias
     sql, columns, pk = _update(model, names)
     _before_insert(along, using)
     signals.pre_save.send(
         sender=model, instance=instance, raw=False, using=using, update_fields=frozenset(names)
     )
-    values = [_saved_value(f, instance, False) for f in columns]
-    values.append(pk.get_db_prep_value(instance.pk, connection))
+    values = [_saved_value(f, instance, False, db) for f in columns]
+    values.append(pk.get_db_prep_value(instance.pk, db))
     return sql, values
 
 
-def _update_done(instance: models.Model, names: tuple[str, ...], along: Sequence[models.Model]) -> None:
+def _update_done(
+    instance: models.Model, names: tuple[str, ...], along: Sequence[models.Model], db: BaseDatabaseWrapper
+) -> None:
     """What `save` does once the row is updated (and the rows along written): `post_save`."""
-    using = connection.alias
+    using = db.alias
     _after_insert(along, using)
     signals.post_save.send(
         sender=type(instance), instance=instance, created=False, update_fields=frozenset(names), raw=False,
@@ -329,11 +343,12 @@ def pipelined() -> Iterator[None]:
     as usual. What a helper checks in an answer it did not need at once (`row_update`'s count
     of rows) is checked at the end of the block, before it returns. Commit after the block (the
     end of `atomic`), not in it."""
-    connection.ensure_connection()
+    db = _db()
+    db.ensure_connection()
     checks: list[Callable[[], None]] = []
     token = _pipeline_checks.set(checks)
     try:
-        with connection.wrap_database_errors, connection.connection.pipeline():
+        with db.wrap_database_errors, db.connection.pipeline():
             yield
     finally:
         _pipeline_checks.reset(token)
@@ -362,20 +377,20 @@ def row_update_if(
     a lock or a transaction. The `along` rows are written exactly when the row is. Returns
     whether it was; when not, nothing was written and the instance is as given (its `auto_now`
     fields aside)."""
-    names = tuple(fields)
-    sql, params = _update_begin(instance, names, along)
+    names, db = tuple(fields), _db()
+    sql, params = _update_begin(instance, names, along, db)
     meta = type(instance)._meta
     for name, value in unchanged.items():
         check: Field = meta.get_field(name)  # type: ignore[assignment]
         sql += f" AND {_qn(check.column)} IS NOT DISTINCT FROM %s"
-        params.append(check.get_db_prep_value(value, connection))
-    clauses, along_params = _along(along, only_with="updated")
+        params.append(check.get_db_prep_value(value, db))
+    clauses, along_params = _along(along, db, only_with="updated")
     statement = _with([f'"updated" AS ({sql} RETURNING 1)', *clauses]) + 'SELECT count(*) FROM "updated"'  # noqa: S608
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(statement, params + along_params)
         if cursor.fetchone()[0] != 1:
             return False
-    _update_done(instance, names, along)
+    _update_done(instance, names, along, db)
     return True
 
 
@@ -383,9 +398,10 @@ def rows_insert(instances: Sequence[models.Model]) -> None:
     """New rows in one statement (generated fields are not read back)."""
     if not instances:
         return
-    using = connection.alias
+    db = _db()
+    using = db.alias
     _before_insert(instances, using)
-    clauses, params = _along(instances)
-    with connection.cursor() as cursor:
+    clauses, params = _along(instances, db)
+    with db.cursor() as cursor:
         cursor.execute(_with(clauses) + "SELECT 1", params)
     _after_insert(instances, using)
