@@ -44,6 +44,7 @@ from typing import Any
 from django import db
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import WatchError
 
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import Balance, Credentials, ExchangeAdapter, Position
@@ -54,7 +55,7 @@ from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outc
 from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
 from apps.trading.models import KillSwitch, Order, RiskLimit
 from apps.trading.venue import venue_call, venue_capabilities
-from k2.core.cache import cache_decode, redis_client
+from k2.core.cache import cache_decode, cache_encode, redis_client
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -284,17 +285,34 @@ def _account_read(
     return by_currency, positions, read_at
 
 
+_PUT_ATTEMPTS = 5  # looks at a snapshot written meanwhile before giving up on writing this one
+
+
 def _account_put(
     key: str, balances: dict[str, Balance], positions: list[Position] | None, read_at: float
 ) -> None:
     """Cache a snapshot for the rest of its window, unless the cache holds a newer one (a push
-    that arrived while this read was under way)."""
+    that arrived while this read was under way). The comparison and the write are one step
+    (optimistic: WATCH, then a transaction that fails if the key changed meanwhile, and a new
+    look), so a newer snapshot written in between is never replaced by an older one."""
     left = read_at + _account_ttl() - time.time()
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS <= 0 or left <= 0:
         return
-    current = cache.get(key)
-    if current is None or current[2] <= read_at:
-        cache.set(key, (balances, positions, read_at), timeout=_whole_seconds(left))
+    raw_key, value = cache.make_and_validate_key(key), cache_encode((balances, positions, read_at))
+    with redis_client(write=True).pipeline(transaction=True) as pipe:
+        for _ in range(_PUT_ATTEMPTS):
+            try:
+                pipe.watch(raw_key)
+                current = pipe.get(raw_key)
+                if current is not None and cache_decode(current)[2] > read_at:
+                    return
+                pipe.multi()
+                pipe.set(raw_key, value, ex=_whole_seconds(left))
+                pipe.execute()
+                return
+            except WatchError:
+                continue  # another snapshot landed meanwhile: compare with that one
+    log.info("account_snapshot_put_contended", key=key)  # the last writer's snapshot stays
 
 
 def _whole_seconds(left: float) -> int:

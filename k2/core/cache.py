@@ -55,6 +55,11 @@ class SharedPoolRedisCache(RedisCache):
         this: Any = self
         return this._cache._serializer.loads(value)
 
+    def encode(self, value: Any) -> Any:
+        """A value to write raw through `client()`, as `set` would store it (`get` reads it)."""
+        this: Any = self
+        return this._cache._serializer.dumps(value)
+
 
 def _default() -> SharedPoolRedisCache:
     from django.core.cache import caches
@@ -73,3 +78,8 @@ def redis_client(*, write: bool = False) -> Any:
 def cache_decode(value: bytes) -> Any:
     """A raw value of the default cache's, as `cache.get` would return it."""
     return _default().decode(value)
+
+
+def cache_encode(value: Any) -> Any:
+    """A value for the default cache, to write raw, as `cache.set` would store it."""
+    return _default().encode(value)

@@ -440,3 +440,41 @@ def test_a_snapshot_counts_only_the_holds_recorded_since_its_venue_read(make_tra
             Decimal("0.001") * (120 - since),
         )
     assert risk._less_holds(balances, holds, read_at + 1) == balances
+
+
+def test_a_balance_snapshot_is_never_replaced_by_an_older_one_even_by_concurrent_writers() -> None:
+    """Venue reads and user-stream pushes cache snapshots from several threads and processes;
+    whatever order their writes land in, the newest read stays (compare and write in one step)."""
+    import random
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.core.cache import cache
+
+    from apps.exchanges.adapters.base import Balance
+    from apps.trading import risk
+
+    key = f"k2:test:account:{uuid.uuid4()}"
+
+    def put(read_at: float) -> None:
+        usd = Balance(currency="USD", total=Decimal(1), available=Decimal(1), on_hold=Decimal(0))
+        risk._account_put(key, {"USD": usd}, None, read_at)
+
+    def cached_read_at() -> float:
+        return cache.get(key)[2]
+
+    now = time.time()
+    put(now)
+    put(now - 1)  # an older read, answered late
+    assert cached_read_at() == now
+    put(now + 1)
+    assert cached_read_at() == now + 1
+
+    rng = random.Random(7)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for round_ in range(8):  # a read, then a write, let an older one win (4 runs in 4)
+            times = [now + 2 + round_ + i / 1000 for i in range(150)]
+            rng.shuffle(times)
+            list(pool.map(put, times))
+            assert cached_read_at() == max(times), round_
+    assert cache.get(key)[0]["USD"].available == Decimal(1)
