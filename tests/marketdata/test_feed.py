@@ -277,3 +277,24 @@ async def test_signed_venue_without_feed_credentials_is_refused_not_crashed(kals
     )
     assert not feed.task.done()  # still running, retrying slowly
     assert venue_state("kalshi") != "live"
+
+
+async def test_an_unreachable_venue_is_retried_and_logged_without_a_stack_trace(md_settings, feeds):
+    """As at `make run` start, when the feed is up before the simulator: nothing listens at the
+    venue's URL. The feed says so in one warning line per attempt and keeps trying."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: connections are refused
+    md_settings.K2_CRYPTOCOM_REST_URL = f"http://127.0.0.1:{port}/exchange/v1"
+    md_settings.K2_CRYPTOCOM_MARKET_WS_URL = f"ws://127.0.0.1:{port}/exchange/v1/market"
+    md_settings.K2_CRYPTOCOM_USER_WS_URL = f"ws://127.0.0.1:{port}/exchange/v1/user"
+    feed = feeds("cryptocom", retry_base=0.05, retry_cap=0.1)
+    await eventually(
+        lambda: sum(h.startswith("unreachable:") for h in feed.feed.stats.history) >= 2,
+        what="two attempts noted as unreachable",
+    )
+    assert not any(h.startswith("error:") for h in feed.feed.stats.history)
+    assert not feed.task.done()
+    assert venue_state("cryptocom") != "live"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -112,6 +113,9 @@ class FeedStats:
         del self.history[:-200]
 
 
+# The venue did not answer at all: retried like any failure, logged without a stack trace.
+UNREACHABLE: tuple[type[BaseException], ...] = (ex.ExchangeUnavailable, httpx.TransportError, ConnectionError)
+
 _simulator_keys: dict[str, Credentials] = {}
 
 
@@ -119,8 +123,6 @@ def _simulator_credentials(venue: str) -> Credentials:
     """Development only: a key from the venue's local simulator (`POST /_sim/accounts` on the host
     of the venue's configured REST URL). Kept per process; forgotten when the venue refuses it."""
     if venue not in _simulator_keys:
-        import httpx
-
         from apps.exchanges.venues import venue_spec
 
         rest = urlsplit(getattr(settings, venue_spec(venue).url_settings["base_url"]))
@@ -220,6 +222,12 @@ class VenueFeed:
                         error=str(exc),
                         hint="K2_MARKETDATA_FEED_CREDENTIALS",
                     )
+                except UNREACHABLE as exc:  # not answering (an outage, a simulator still starting)
+                    self.stats.errors += 1
+                    attempt += 1
+                    self.stats.note(f"unreachable:{type(exc).__name__}")
+                    error = str(exc) or repr(exc)
+                    log.warning("feed_venue_unreachable", venue=self.venue, attempt=attempt, error=error)
                 except Exception as exc:
                     self.stats.errors += 1
                     attempt += 1
