@@ -13,7 +13,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -44,8 +43,8 @@ print(json.dumps(sorted({m.split(".", 1)[0] for m, v in sys.modules.items() if v
 
 
 def _base_closure() -> set[str]:
-    """requirements/base.txt and everything its packages require (extras and markers honoured),
-    read from the installed distributions' metadata."""
+    """requirements/base.txt and everything its packages require (extras and markers honoured, for
+    this interpreter and platform), read from the installed distributions' metadata."""
     wanted: list[Requirement] = []
     for line in (ROOT / "requirements" / "base.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
@@ -66,7 +65,7 @@ def _base_closure() -> set[str]:
             if marker is None:
                 if expanded is None:
                     wanted.append(dependency)
-            elif any(marker.evaluate({**default_environment(), "extra": extra}) for extra in fresh):
+            elif any(marker.evaluate({"extra": extra}) for extra in fresh):
                 wanted.append(dependency)
     return set(seen)
 
