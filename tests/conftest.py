@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("K2_ENV", "test")
 
+# The Kalshi simulator's fixtures, for every directory that trades on it (registered here, once,
+# so pytest rewrites their asserts before any test module imports them).
+pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_redis(settings):

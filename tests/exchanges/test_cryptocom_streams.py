@@ -179,7 +179,7 @@ async def test_market_stream_answers_heartbeats_and_detects_silence(cryptocom_si
         assert stream.stats.reconnects == 0
         cryptocom_sim.configure(market_auto=False, heartbeat_interval=30)  # the server goes quiet
         gone = await next_matching(events, lambda e: isinstance(e, StreamStatus), timeout=6)
-        assert (gone.state, gone.detail) == ("disconnected", "_Reconnect")
+        assert (gone.state, gone.detail) == ("disconnected", "Reconnect: silent stream")
 
 
 async def test_user_stream_with_wrong_secret_fails_fatally(cryptocom_account, make_cryptocom_adapter):

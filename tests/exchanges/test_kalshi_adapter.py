@@ -21,8 +21,6 @@ from apps.exchanges.adapters.base import (
 
 D = Decimal
 
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
-
 
 def oid() -> str:
     return f"t-{uuid.uuid4().hex[:20]}"

@@ -18,8 +18,6 @@ from tests.exchanges.kalshi_fixtures import KALSHI_FAST
 
 D = Decimal
 
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
-
 
 def resting(ticker: str) -> OrderRequest:
     return OrderRequest(

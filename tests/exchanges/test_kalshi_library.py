@@ -11,8 +11,6 @@ import uuid
 import kalshi_python_sync as kalshi
 import pytest
 
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
-
 
 @pytest.fixture
 def client(kalshi_sim):

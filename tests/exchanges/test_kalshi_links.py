@@ -15,8 +15,6 @@ from k2.audit.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
-
 
 @pytest.fixture
 def sim(settings: Any, kalshi_sim: Any) -> Any:

@@ -16,8 +16,6 @@ from apps.exchanges.adapters.kalshi import signing
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
 TS, PATH = "1703123456789", "/trade-api/v2/portfolio/orders?limit=5&status=resting"
 
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
-
 
 def spec_verify(pub, hdrs, method, raw_path) -> bool:
     """The simulator-side `verify` of the spec's worked example, verbatim in behaviour."""

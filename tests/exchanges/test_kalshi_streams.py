@@ -31,10 +31,9 @@ from apps.exchanges.adapters.base import (
     Trade,
 )
 from apps.exchanges.adapters.kalshi.types import MarketLifecycle
+from apps.exchanges.adapters.kalshi.websocket import KalshiStream
 
 D = Decimal
-
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
 
 
 async def collect(stream: Any, until: Callable[[list[Any]], bool], timeout: float = 5.0) -> list[Any]:
@@ -193,4 +192,18 @@ async def test_upgrade_with_wrong_key_is_refused(make_kalshi_adapter, kalshi_sim
     stream = adapter.market_stream([MarketSubscription(MarketChannel.TICKER, kalshi_sim.ticker("FED"))])
     async with stream:
         with pytest.raises(ex.AuthFailed):
+            await collect(stream, lambda seen: False)
+
+
+async def test_a_subscription_the_venue_refuses_ends_the_stream_with_its_error(kalshi_adapter, kalshi_sim):
+    """The venue answers "Unknown channel name": reconnecting would not change that, so the
+    consumer gets the error (before, it escaped the connection task and the consumer waited)."""
+    stream: KalshiStream[Any] = KalshiStream(
+        url=kalshi_adapter.ws_url,
+        credentials=kalshi_adapter.credentials,
+        channels={"no_such_channel": None},
+        settings=kalshi_adapter.settings.stream,
+    )
+    async with stream:
+        with pytest.raises(ex.BadRequest, match="no_such_channel"):
             await collect(stream, lambda seen: False)

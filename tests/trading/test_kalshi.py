@@ -16,7 +16,6 @@ from apps.trading.models import Order, OrderExecution
 from apps.trading.services import order_reconcile
 from tests.trading.conftest import order_of
 
-pytest_plugins = ["tests.exchanges.kalshi_fixtures"]
 pytestmark = pytest.mark.django_db
 
 CENT = Decimal("0.01")

@@ -11,17 +11,14 @@ re-authenticates and re-subscribes), treats a silent socket as dead, and checks 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, TypeVar
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import (
@@ -35,10 +32,9 @@ from apps.exchanges.adapters.base import (
 )
 from apps.exchanges.adapters.cryptocom import symbols, translate
 from apps.exchanges.adapters.cryptocom.client import sign
-from k2.aio import cancel_and_wait
+from apps.exchanges.adapters.stream import Reconnect, ReconnectingStream
 
 E = TypeVar("E")
-_CLOSED = object()
 
 
 @dataclass(frozen=True)
@@ -65,107 +61,22 @@ class StreamStats:
     messages: int = 0
 
 
-class _Reconnect(Exception):
-    """Leave the session and reconnect (silent socket)."""
-
-
-class CryptocomStream(Generic[E]):
+class CryptocomStream(ReconnectingStream[E, StreamSettings]):
     """One auto-reconnecting socket; subclasses subscribe and turn messages into events."""
 
+    venue = "cryptocom"
     kind = "market"
 
     def __init__(self, *, url: str, channels: Sequence[str], settings: StreamSettings) -> None:
-        self.url = url
-        self.channels = list(channels)
-        self.settings = settings
         self.stats = StreamStats()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.queue_size)
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(url=url, settings=settings)
+        self.channels = list(channels)
         self._ids = iter(range(1, 2**62))
-        self._ws: ClientConnection | None = None
         self._last_rx = 0.0
         self._silent = False
 
-    # ---- public interface -----------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        self._start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def __aiter__(self) -> AsyncIterator[E]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[E]:
-        self._start()
-        while True:
-            item = await self._queue.get()
-            if item is _CLOSED:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def close(self) -> None:
-        """Stop the connection loop; bounded in time even if the socket will not close politely."""
-        if self._task is not None:
-            ended = await cancel_and_wait(self._task, timeout=self.settings.close_timeout + 1)
-            if not ended and self._ws is not None:
-                self._ws.transport.abort()
-            self._task = None
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(_CLOSED)
-
-    def _start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    def emit(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:  # a consumer this slow must resync from scratch anyway
-            self._queue.get_nowait()
-            self._queue.put_nowait(item)
-
-    # ---- connection loop ------------------------------------------------------------------
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with connect(
-                    self.url,
-                    open_timeout=self.settings.open_timeout,
-                    close_timeout=self.settings.close_timeout,
-                    ping_interval=None,
-                    max_size=2**22,
-                ) as ws:
-                    self._ws = ws
-                    await self._session(ws, attempt)
-            except asyncio.CancelledError:
-                raise
-            except ex.FatalError as exc:
-                self.emit(exc)
-                return
-            except ex.NonRetryableError as exc:
-                self.emit(exc)
-                return
-            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, _Reconnect) as exc:
-                self.emit(StreamStatus("disconnected", attempt, type(exc).__name__))
-            finally:
-                self._ws = None
-            attempt += 1
-            self.stats.reconnects += 1
-            if self.settings.max_reconnects is not None and attempt > self.settings.max_reconnects:
-                self.emit(ex.ExchangeUnavailable("stream gave up reconnecting", venue="cryptocom"))
-                return
-            await asyncio.sleep(self._backoff(attempt))
-
-    def _backoff(self, attempt: int) -> float:
-        cap = min(self.settings.reconnect_cap, self.settings.reconnect_base * 2 ** min(attempt, 16))
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter
+    def connect_options(self) -> dict[str, Any]:
+        return {"ping_interval": None}  # the venue's own heartbeat keeps the socket alive
 
     async def _session(self, ws: ClientConnection, attempt: int) -> None:
         if self.settings.connect_delay:
@@ -183,11 +94,11 @@ class CryptocomStream(Generic[E]):
                 await self._handle(ws, json.loads(raw))
         except ConnectionClosed as exc:
             if self._silent:
-                raise _Reconnect("silent stream") from exc
+                raise Reconnect("silent stream") from exc
             raise
         finally:
             watchdog.cancel()
-        raise _Reconnect("closed by the venue")
+        raise Reconnect("closed by the venue")
 
     async def _watch_silence(self, ws: ClientConnection) -> None:
         """No message (not even a heartbeat) for `silence_timeout`: the socket is dead; drop it."""
@@ -236,7 +147,7 @@ class CryptocomStream(Generic[E]):
     def _on_error(self, msg: dict[str, Any], code: int) -> None:
         error = translate.error_for(code, str(msg.get("message", "")), http_status=None, result=None)
         if isinstance(error, ex.RetryableError):
-            raise _Reconnect(str(error))
+            raise Reconnect(str(error))
         raise error
 
     async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:

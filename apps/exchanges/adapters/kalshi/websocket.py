@@ -15,19 +15,16 @@ absolute sizes, in YES terms (bids = YES bids, asks = NO bids at 1 - price).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
-import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import (
@@ -43,10 +40,9 @@ from apps.exchanges.adapters.base import (
 )
 from apps.exchanges.adapters.kalshi import signing, translate
 from apps.exchanges.adapters.kalshi.types import MarketLifecycle
-from k2.aio import cancel_and_wait
+from apps.exchanges.adapters.stream import Reconnect, ReconnectingStream
 
 E = TypeVar("E")
-_CLOSED = object()
 ONE = Decimal(1)
 KalshiMarketEvent = MarketEvent | MarketLifecycle
 KalshiUserEvent = UserEvent | Position
@@ -84,18 +80,16 @@ class StreamStats:
     errors: list[str] = field(default_factory=list)
 
 
-class _Reconnect(Exception):
-    """Leave the session and reconnect."""
-
-
 @dataclass
 class _Book:
     yes: dict[Decimal, Decimal] = field(default_factory=dict)
     no: dict[Decimal, Decimal] = field(default_factory=dict)
 
 
-class KalshiStream(Generic[E]):
+class KalshiStream(ReconnectingStream[E, StreamSettings]):
     """One auto-reconnecting, signed socket subscribed to `channels` ({channel: tickers or None})."""
+
+    venue = "kalshi"
 
     def __init__(
         self,
@@ -105,13 +99,10 @@ class KalshiStream(Generic[E]):
         channels: dict[str, list[str] | None],
         settings: StreamSettings,
     ) -> None:
-        self.url = url
+        self.stats = StreamStats()
+        super().__init__(url=url, settings=settings)
         self.credentials = credentials
         self.channels = channels
-        self.settings = settings
-        self.stats = StreamStats()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.queue_size)
-        self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, str] = {}  # command id -> channel awaiting "subscribed"
         self._snapshot_cmds: dict[int, int] = {}  # get_snapshot command id -> sid
@@ -122,96 +113,25 @@ class KalshiStream(Generic[E]):
         self._attempt = 0
         self._announced = False
 
-    # ---- public interface -----------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        self._start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def __aiter__(self) -> AsyncIterator[E]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[E]:
-        self._start()
-        while True:
-            item = await self._queue.get()
-            if item is _CLOSED:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(_CLOSED)
-
-    def _start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    def emit(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:  # a consumer this slow must resync from scratch anyway
-            self._queue.get_nowait()
-            self._queue.put_nowait(item)
-
-    # ---- connection loop ------------------------------------------------------------------
-    def _handshake_headers(self) -> dict[str, str]:
+    def connect_options(self) -> dict[str, Any]:
+        """The upgrade is signed (a new signature each time); our pings find a dead server."""
         path = urlsplit(self.url).path or "/trade-api/ws/v2"
-        return signing.auth_headers(self.credentials.api_key, self.credentials.api_secret, "GET", path)
+        headers = signing.auth_headers(self.credentials.api_key, self.credentials.api_secret, "GET", path)
+        return {
+            "additional_headers": headers,
+            "ping_interval": self.settings.ping_interval,
+            "ping_timeout": self.settings.ping_timeout,
+        }
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with connect(
-                    self.url,
-                    additional_headers=self._handshake_headers(),
-                    open_timeout=self.settings.open_timeout,
-                    close_timeout=self.settings.close_timeout,
-                    ping_interval=self.settings.ping_interval,
-                    ping_timeout=self.settings.ping_timeout,
-                    max_size=2**22,
-                ) as ws:
-                    self._attempt = attempt
-                    await self._session(ws)
-            except asyncio.CancelledError:
-                raise
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                if status in (401, 403):
-                    self.emit(
-                        ex.AuthFailed(
-                            f"WebSocket upgrade refused: HTTP {status}", venue="kalshi", http_status=status
-                        )
-                    )
-                    return
-                self.emit(StreamStatus("disconnected", attempt, f"HTTP {status}"))
-            except ex.FatalError as exc:
-                self.emit(exc)
-                return
-            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, _Reconnect) as exc:
-                self.emit(StreamStatus("disconnected", attempt, f"{type(exc).__name__}: {exc}"[:200]))
-            attempt += 1
-            self.stats.reconnects += 1
-            if self.settings.max_reconnects is not None and attempt > self.settings.max_reconnects:
-                self.emit(ex.ExchangeUnavailable("stream gave up reconnecting", venue="kalshi"))
-                return
-            await asyncio.sleep(self._backoff(attempt))
+    def refusal(self, exc: BaseException) -> ex.ExchangeError | None:
+        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+        if status in (401, 403):
+            message = f"WebSocket upgrade refused: HTTP {status}"
+            return ex.AuthFailed(message, venue=self.venue, http_status=status)
+        return None
 
-    def _backoff(self, attempt: int) -> float:
-        cap = min(self.settings.reconnect_cap, self.settings.reconnect_base * 2 ** min(attempt, 16))
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter
-
-    async def _session(self, ws: ClientConnection) -> None:
+    async def _session(self, ws: ClientConnection, attempt: int) -> None:
+        self._attempt = attempt
         self._pending.clear()
         self._snapshot_cmds.clear()
         self.sids.clear()
@@ -228,7 +148,7 @@ class KalshiStream(Generic[E]):
                 else:
                     raw = await ws.recv()
             except TimeoutError as exc:
-                raise _Reconnect("silent stream") from exc
+                raise Reconnect("silent stream") from exc
             msg = json.loads(raw)
             if isinstance(msg, dict):
                 self.stats.messages += 1
@@ -294,7 +214,7 @@ class KalshiStream(Generic[E]):
                 return
             raise ex.BadRequest(f"cannot subscribe to {channel}: {text}", venue="kalshi")
         if code in (10, 17, 25):  # terminal subscription errors: start over
-            raise _Reconnect(text)
+            raise Reconnect(text)
 
     # ---- books ----------------------------------------------------------------------------
     def _on_snapshot(self, msg: dict[str, Any], body: dict[str, Any]) -> None:
