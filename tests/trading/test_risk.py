@@ -61,7 +61,9 @@ def test_daily_notional(trader: Trader) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_orders_cannot_both_pass_a_limit_only_one_fits_in(trader: Trader) -> None:
     """One user's risk checks run one at a time, each reading what the one before committed: of
-    eight orders sent at once, with room for one under the daily limit, one goes out."""
+    eight orders sent at once, with room for one more under the daily limit, one goes out. Three
+    rounds, the limit raised by one order's notional each time: without the lock, a single round
+    let two through in about 5 runs out of 6, so three rounds miss it about once in 200."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -69,10 +71,10 @@ def test_concurrent_orders_cannot_both_pass_a_limit_only_one_fits_in(trader: Tra
     from rest_framework.test import APIClient
 
     price = trader.below_market()
-    limit(trader, max_daily_notional=price * Decimal("0.015"))
-    start = threading.Barrier(8)
+    one_order = price * Decimal("0.01")
+    risk_limit = limit(trader, max_daily_notional=one_order / 2)
 
-    def post(index: int) -> tuple[int, str]:
+    def post(start: threading.Barrier) -> tuple[int, str]:
         client = APIClient()
         client.force_authenticate(trader.user)
         body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.01"}
@@ -84,12 +86,16 @@ def test_concurrent_orders_cannot_both_pass_a_limit_only_one_fits_in(trader: Tra
         finally:
             connections.close_all()
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = sorted(pool.map(post, range(8)))
+    for sent in range(1, 4):
+        risk_limit.max_daily_notional += one_order
+        risk_limit.save(update_fields=["max_daily_notional"])
+        start = threading.Barrier(8)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = sorted(pool.map(post, [start] * 8))
 
-    assert results == [(201, "")] + [(422, "RISK_DAILY_NOTIONAL")] * 7, results
-    assert trader.venue_state()["orders"] == 1
-    assert Order.objects.filter(submitted_at__isnull=False).count() == 1
+        assert results == [(201, "")] + [(422, "RISK_DAILY_NOTIONAL")] * 7, (sent, results)
+        assert trader.venue_state()["orders"] == sent
+        assert Order.objects.filter(submitted_at__isnull=False).count() == sent
 
 
 def test_velocity_per_second_and_per_minute(trader: Trader) -> None:
