@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-Passw0rd!-bench"
 QUANTITY = Decimal("0.001")
 WARM_UP_ORDERS = 2
+BURST_WINDOW = 0.05  # seconds: how close together paced orders count as one burst
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -207,7 +208,7 @@ def schedule(clients: int, per_client: int, rate: float | None, seed: int) -> li
     return plans
 
 
-def bursts(plans: list[list[float]], window: float = 0.05) -> tuple[int, int]:
+def bursts(plans: list[list[float]], window: float = BURST_WINDOW) -> tuple[int, int]:
     """The paced schedule's crowding: (orders due when 3 or more others fell due in the `window`
     seconds before them, the most orders due within any one `window`). Poisson arrivals bunch;
     an order due just after several others queues behind their work on the web process's CPU
@@ -423,8 +424,8 @@ def main(argv: list[str]) -> int:
     print_table(rows)
     crowded, most = bursts(schedule(args.clients, args.per_client, args.rate, args.seed))
     print(
-        f"paced arrivals: {crowded} orders due within 50 ms after 3 or more others; "
-        f"at most {most} orders due in one 50 ms window"
+        f"paced arrivals: {crowded} orders due within {BURST_WINDOW * 1000:g} ms after 3 or more others; "
+        f"at most {most} orders due in one {BURST_WINDOW * 1000:g} ms window"
     )
     from apps.trading.models import Order
 
