@@ -130,8 +130,12 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
 # web process (Procfile) therefore uses a psycopg pool shared by all its threads; a connection is
 # checked before it is handed out and goes back when the request ends. Other processes keep
 # per-thread connections: a thread that never ends its "request" would hold a pooled one forever.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+# K2's backend (k2/db/base.py) is Django's, except that it checks pooled connections itself,
+# without a round trip to the server for each one; Django's health checks cover the rest.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "k2.db"
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = DATABASE_POOL_MAX_SIZE <= 0
 DATABASE_POOL_OPTIONS = {
     "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), max(DATABASE_POOL_MAX_SIZE, 1)),
     "max_size": max(DATABASE_POOL_MAX_SIZE, 1),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -14,6 +15,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
 from django.db.utils import ConnectionHandler
+
+from k2.db.base import has_input, pooled_connection_usable
 
 
 @pytest.mark.django_db(transaction=True)
@@ -67,3 +70,69 @@ def test_threads_share_one_connection_pool() -> None:
     assert len({id(pool) for pool in pools}) == 1
     assert max(created) == created[0]  # no "request" needed a new connection
     caches["default"].delete(key)
+
+
+def _pooled_handler(**pool: Any) -> ConnectionHandler:
+    """The web process's configuration (a pool, Django's pool checks off: K2's backend checks)."""
+    settings_dict = copy.deepcopy(connection.settings_dict)
+    settings_dict["OPTIONS"]["pool"] = dict(settings.DATABASE_POOL_OPTIONS, **pool)
+    settings_dict["CONN_MAX_AGE"] = 0
+    settings_dict["CONN_HEALTH_CHECKS"] = False
+    return ConnectionHandler({"default": settings_dict})
+
+
+def _backend_pid(wrapper: Any) -> int:
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def pool_connection_has_input(pool: Any) -> bool:
+    with pool.connection(timeout=5) as conn:  # the pool's idle connection, looked at in place
+        return has_input(conn)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pooled_connection_the_server_ended_is_never_handed_out() -> None:
+    # Django's pool check (an empty query) is off; without K2's own, the next request would get
+    # the dead connection and fail (`psycopg.OperationalError`).
+    handler = _pooled_handler(min_size=1, max_size=1)  # one connection: the one ended
+    wrapper: Any = handler["default"]
+    assert wrapper.settings_dict["ENGINE"] == "k2.db"
+    try:
+        ended = _backend_pid(wrapper)
+        wrapper.close()  # back to the pool
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not pool_connection_has_input(wrapper.pool):
+            time.sleep(0.01)  # the server's goodbye reaches the pooled connection's socket
+        assert _backend_pid(wrapper) != ended  # a new connection, and the request goes on
+        wrapper.close()
+    finally:
+        wrapper.close_pool()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_healthy_pooled_connection_is_handed_out_without_a_round_trip() -> None:
+    handler = _pooled_handler(min_size=1, max_size=1)
+    wrapper: Any = handler["default"]
+    try:
+        pid = _backend_pid(wrapper)
+        wrapper.close()
+        pooled = wrapper.pool.getconn()
+        sent_before = _server_statements(pid)
+        assert pooled_connection_usable(pooled)
+        assert _server_statements(pid) == sent_before
+        wrapper.pool.putconn(pooled)
+        assert _backend_pid(wrapper) == pid  # the same connection, reused
+        wrapper.close()
+    finally:
+        wrapper.close_pool()
+
+
+def _server_statements(pid: int) -> Any:
+    """What the server last heard from backend `pid` and when (pg_stat_activity)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT query, query_start FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()
