@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Result:
     samples: list[float]
     seconds: float
     app_ms: list[float] = field(default_factory=list)  # K2: Django's own time (Server-Timing)
+    window: tuple[datetime, datetime] | None = None  # K2: when the timed orders ran
 
     def pct(self, q: float) -> float:
         return percentile(self.samples, q)
@@ -292,6 +294,8 @@ async def direct(
 async def through_k2(
     web: str, sim: str, traders: list[dict[str, Any]], plans: list[list[float]], price: Decimal
 ) -> Result:
+    from django.utils import timezone
+
     sessions = [
         httpx.AsyncClient(base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30)
         for t in traders
@@ -316,7 +320,9 @@ async def through_k2(
         await drive(sessions, warm_up(len(sessions)), send)
         await cancel_everything(sim, traders)
         app_ms.clear()
+        started = timezone.now()
         result = await drive(sessions, plans, send)
+        result.window = (started, timezone.now())
     finally:
         for http in sessions:
             await http.aclose()
@@ -431,7 +437,23 @@ def main(argv: list[str]) -> int:
 
     sources = Counter(Order.objects.values_list("metadata__price_source", flat=True))
     print("reference price of K2's orders, by source: " + ", ".join(f"{k} {n}" for k, n in sources.items()))
+    reads = ", ".join(f"{mode.split(',')[0]} {balance_reads(k)} of {len(k.samples)}" for mode, _, k in rows)
+    print(f"venue balance reads by K2 (risk snapshots re-read in the background), per timed orders: {reads}")
     return 0
+
+
+def balance_reads(result: Result) -> int:
+    """K2's venue balance reads while `result`'s orders ran (its audited venue calls): a user's
+    balance snapshot is re-read once an order finds it older than K2_TRADING_BALANCE_CACHE_SECONDS
+    (2 s): about every third order of a client ordering once a second (paced), seldom for one
+    ordering back to back (sequential). Each read is web CPU that the phase's orders share."""
+    from k2.audit.models import AuditEntry
+
+    assert result.window is not None
+    started, ended = result.window
+    return AuditEntry.objects.filter(
+        action="exchange.call", details__method="private/user-balance", created_at__range=(started, ended)
+    ).count()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def pooled_connection_usable(connection: psycopg.Connection[Any]) -> bool:
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        pool = self.pool
+        pool = self.pool  # type: ignore[attr-defined]  # (Django 5.1+; not in django-stubs yet)
         if not pool:
             return super().get_new_connection(conn_params)
         for _ in range(pool.max_size):  # every connection the pool holds may have been ended
