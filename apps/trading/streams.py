@@ -24,7 +24,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import BalanceUpdate, Fill, OrderState, StreamStatus
@@ -33,6 +33,7 @@ from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
 from apps.exchanges.services import link_credentials
 from k2.aio import cancel_and_wait
+from k2.db.base import connection_usable
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -46,8 +47,23 @@ class LinkInfo:
     version: str  # changes when the link is re-keyed: the stream restarts with new credentials
 
 
+def _connection_ready() -> None:
+    """Before each event: this thread's database connection is kept from one event to the next
+    and dropped only once it has failed (an error since, or the server ended it: see
+    `k2.db.base.connection_usable`, no round trip when healthy). Django's per-request rule
+    (`close_old_connections` with `CONN_MAX_AGE` 0) would open a new connection, and start a new
+    PostgreSQL backend, for every event: two or three per order placed."""
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if raw is None:
+            continue
+        left_in_a_transaction = connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
+        if left_in_a_transaction or connection.errors_occurred or not connection_usable(raw):
+            connection.close()
+
+
 def _active_links(venues: list[str] | None) -> list[LinkInfo]:
-    close_old_connections()
+    _connection_ready()
     qs = ExchangeLink.objects.filter(status=LinkStatus.ACTIVE)
     if venues:
         qs = qs.filter(exchange__in=venues)
@@ -58,7 +74,7 @@ def _active_links(venues: list[str] | None) -> list[LinkInfo]:
 
 
 def _credentials(link_id: str) -> Any:
-    close_old_connections()
+    _connection_ready()
     link = ExchangeLink.objects.filter(pk=link_id, status=LinkStatus.ACTIVE).first()
     return link_credentials(link) if link is not None else None
 
@@ -67,7 +83,7 @@ def _on_order(venue: str, state: OrderState) -> None:
     from apps.trading.selectors import order_find_for_venue
     from apps.trading.services import order_apply_venue_state
 
-    close_old_connections()
+    _connection_ready()
     order_id = order_find_for_venue(
         venue=venue, venue_client_order_id=state.client_order_id, exchange_order_id=state.venue_order_id
     )
@@ -78,14 +94,14 @@ def _on_order(venue: str, state: OrderState) -> None:
 def _on_fill(venue: str, fill: Fill) -> None:
     from apps.trading.services import execution_record
 
-    close_old_connections()
+    _connection_ready()
     execution_record(venue=venue, fill=fill, source="stream")
 
 
 def _on_connected(link: LinkInfo) -> None:
     from apps.trading.services import orders_reconcile_for_link
 
-    close_old_connections()
+    _connection_ready()
     orders_reconcile_for_link(user_id=link.user_id, venue=link.venue)
 
 
@@ -101,6 +117,7 @@ class UserStreamSupervisor:
         self.refresh_seconds = refresh_seconds or settings.K2_TRADING_STREAM_REFRESH_SECONDS
         self.tasks: dict[str, tuple[LinkInfo, asyncio.Task[None]]] = {}
         self.handled = 0
+        self.failed = 0  # link refreshes and events whose work raised (logged; retried or reconciled)
         self.connects = 0
         self._stop = asyncio.Event()
 
@@ -115,6 +132,7 @@ class UserStreamSupervisor:
                     links = await sync_to_async(_active_links)(self.venues)
                     self._sync(links)
                 except Exception as exc:  # the database blinking must not end the process
+                    self.failed += 1
                     log.warning("user_streams_refresh_failed", error=repr(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.refresh_seconds)
@@ -175,4 +193,5 @@ class UserStreamSupervisor:
                 await sync_to_async(_on_balance)(link, event)
             self.handled += 1
         except Exception:  # one bad message must not stop the stream; reconciliation covers it
+            self.failed += 1
             log.exception("user_stream_event_failed", link_id=link.link_id, event=type(event).__name__)

@@ -31,7 +31,9 @@ def has_input(connection: psycopg.Connection[Any]) -> bool:
     return bool(poller.poll(0))
 
 
-def pooled_connection_usable(connection: psycopg.Connection[Any]) -> bool:
+def connection_usable(connection: psycopg.Connection[Any]) -> bool:
+    """An idle connection can be used: open, and nothing from the server waiting on its socket
+    (if something is, the empty query decides). No round trip for a healthy connection."""
     if connection.closed:
         return False
     if not has_input(connection):
@@ -50,7 +52,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return super().get_new_connection(conn_params)
         for _ in range(pool.max_size):  # every connection the pool holds may have been ended
             connection = super().get_new_connection(conn_params)
-            if pooled_connection_usable(connection):
+            if connection_usable(connection):
                 return connection
             connection.close()
             pool.putconn(connection)  # closed: the pool drops it and opens another in its place

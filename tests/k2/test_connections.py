@@ -16,7 +16,7 @@ from django.core.cache import caches
 from django.db import connection
 from django.db.utils import ConnectionHandler
 
-from k2.db.base import has_input, pooled_connection_usable
+from k2.db.base import connection_usable, has_input
 
 
 @pytest.mark.django_db(transaction=True)
@@ -122,7 +122,7 @@ def test_a_healthy_pooled_connection_is_handed_out_without_a_round_trip() -> Non
         wrapper.close()
         pooled = wrapper.pool.getconn()
         sent_before = _server_statements(pid)
-        assert pooled_connection_usable(pooled)
+        assert connection_usable(pooled)
         assert _server_statements(pid) == sent_before
         wrapper.pool.putconn(pooled)
         assert _backend_pid(wrapper) == pid  # the same connection, reused

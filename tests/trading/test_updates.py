@@ -225,3 +225,53 @@ def test_order_updates_batched_hold_pushes_until_sent_then_send_them_in_order(
         assert len(pubsub()) == 2
     # what is still held goes out when the block ends
     eventually(lambda: statuses()[-1:] == [(str(later.pk), "open")])
+
+
+def _stream_backend_pid(runner: StreamRunner) -> int:
+    """The PostgreSQL backend of the thread the follower records events on (as it would)."""
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+
+    from apps.trading.streams import _connection_ready
+
+    def pid() -> int:
+        _connection_ready()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    return asyncio.run_coroutine_threadsafe(sync_to_async(pid)(), runner.loop).result(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stream_keeps_its_database_connection_and_replaces_one_the_server_ended(
+    trader: Trader, user_streams: Callable[[], StreamRunner]
+) -> None:
+    # Django's per-request rule (close_old_connections, CONN_MAX_AGE 0) opened a new connection
+    # for every event; the follower keeps one until it fails.
+    runner = user_streams()
+    eventually(lambda: runner.supervisor.connects >= 1)
+    before, handled = _stream_backend_pid(runner), runner.supervisor.handled
+    for _ in range(3):
+        trader.place(quantity="0.01")
+    eventually(lambda: runner.supervisor.handled >= handled + 3)
+    assert _stream_backend_pid(runner) == before
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [before])
+
+    def ended() -> bool:  # the backend has gone, its goodbye sent to the follower's connection
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [before])
+            return cursor.fetchone()[0] == 0
+
+    eventually(ended)
+    order = order_of(trader.place(order_type="market", quantity="0.02", price=None))
+    # The stream alone records fills here: the event after the server ended the connection is
+    # recorded on a new one, not lost to the dead one.
+    eventually(lambda: sum(e.quantity for e in OrderExecution.objects.filter(order=order)) == Decimal("0.02"))
+    eventually(lambda: Order.objects.get(pk=order.pk).status == "filled")
+    assert runner.supervisor.failed == 0  # nothing met the dead connection (events, link refreshes)
+    assert _stream_backend_pid(runner) != before
