@@ -12,6 +12,8 @@ silent from a slow server, and the pool's `max_lifetime` bounds how old a connec
 
 Settings (k2/settings.py): `ENGINE = "k2.db"`; with a pool, `CONN_HEALTH_CHECKS` is off (the
 pool's own check would still send the query); without one, Django's health checks apply as usual.
+The same check (`connection_usable`) lets a long-lived process keep one connection between the
+events it handles (the user-stream follower, `apps.trading.streams`).
 """
 
 from __future__ import annotations
