@@ -44,7 +44,6 @@ from typing import Any
 from django import db
 from django.conf import settings
 from django.core.cache import cache
-from redis.exceptions import WatchError
 
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import Balance, Credentials, ExchangeAdapter, Position
@@ -285,34 +284,38 @@ def _account_read(
     return by_currency, positions, read_at
 
 
-_PUT_ATTEMPTS = 5  # looks at a snapshot written meanwhile before giving up on writing this one
+# Writes a snapshot (KEYS[1]) and when its venue read began (KEYS[2], beside it: the snapshot is
+# the cache's encoding, which a script cannot read) unless the one cached began later.
+# ARGV: the snapshot, its read time (Unix seconds, Python's repr of the float), expiry (seconds).
+_PUT_IF_NEWER = """
+local cached_at = redis.call('GET', KEYS[2])
+if cached_at and redis.call('EXISTS', KEYS[1]) == 1 and tonumber(cached_at) > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+_put_if_newer: Any = None
 
 
 def _account_put(
     key: str, balances: dict[str, Balance], positions: list[Position] | None, read_at: float
 ) -> None:
     """Cache a snapshot for the rest of its window, unless the cache holds a newer one (a push
-    that arrived while this read was under way). The comparison and the write are one step
-    (optimistic: WATCH, then a transaction that fails if the key changed meanwhile, and a new
-    look), so a newer snapshot written in between is never replaced by an older one."""
+    that arrived while this read was under way). The comparison and the write are one step (a
+    script: one round trip), so a newer snapshot written meanwhile is never replaced by an
+    older one."""
+    global _put_if_newer
     left = read_at + _account_ttl() - time.time()
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS <= 0 or left <= 0:
         return
-    raw_key, value = cache.make_and_validate_key(key), cache_encode((balances, positions, read_at))
-    with redis_client(write=True).pipeline(transaction=True) as pipe:
-        for _ in range(_PUT_ATTEMPTS):
-            try:
-                pipe.watch(raw_key)
-                current = pipe.get(raw_key)
-                if current is not None and cache_decode(current)[2] > read_at:
-                    return
-                pipe.multi()
-                pipe.set(raw_key, value, ex=_whole_seconds(left))
-                pipe.execute()
-                return
-            except WatchError:
-                continue  # another snapshot landed meanwhile: compare with that one
-    log.info("account_snapshot_put_contended", key=key)  # the last writer's snapshot stays
+    client = redis_client(write=True)
+    if _put_if_newer is None:
+        _put_if_newer = client.register_script(_PUT_IF_NEWER)
+    keys = [cache.make_and_validate_key(key), cache.make_and_validate_key(f"{key}:read_at")]
+    value = cache_encode((balances, positions, read_at))
+    _put_if_newer(keys=keys, args=[value, repr(read_at), _whole_seconds(left)], client=client)
 
 
 def _whole_seconds(left: float) -> int:
