@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -294,8 +294,6 @@ async def direct(
 async def through_k2(
     web: str, sim: str, traders: list[dict[str, Any]], plans: list[list[float]], price: Decimal
 ) -> Result:
-    from django.utils import timezone
-
     sessions = [
         httpx.AsyncClient(base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30)
         for t in traders
@@ -320,9 +318,9 @@ async def through_k2(
         await drive(sessions, warm_up(len(sessions)), send)
         await cancel_everything(sim, traders)
         app_ms.clear()
-        started = timezone.now()
+        started = datetime.now(UTC)
         result = await drive(sessions, plans, send)
-        result.window = (started, timezone.now())
+        result.window = (started, datetime.now(UTC))
     finally:
         for http in sessions:
             await http.aclose()

@@ -54,7 +54,7 @@ from apps.trading.choices import InstrumentType, KillSwitchMode, OrderType, Outc
 from apps.trading.exceptions import RISK_CODES, InvalidOrderInput, RiskRejection
 from apps.trading.models import KillSwitch, Order, RiskLimit
 from apps.trading.venue import venue_call, venue_capabilities
-from k2.core.cache import cache_decode, cache_encode, redis_client
+from k2.core.cache import cache_decode, cache_encode, redis_client, redis_run_script
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -296,7 +296,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 1
 """
-_put_if_newer: Any = None
 
 
 def _account_put(
@@ -306,16 +305,12 @@ def _account_put(
     that arrived while this read was under way). The comparison and the write are one step (a
     script: one round trip), so a newer snapshot written meanwhile is never replaced by an
     older one."""
-    global _put_if_newer
     left = read_at + _account_ttl() - time.time()
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS <= 0 or left <= 0:
         return
-    client = redis_client(write=True)
-    if _put_if_newer is None:
-        _put_if_newer = client.register_script(_PUT_IF_NEWER)
     keys = [cache.make_and_validate_key(key), cache.make_and_validate_key(f"{key}:read_at")]
     value = cache_encode((balances, positions, read_at))
-    _put_if_newer(keys=keys, args=[value, repr(read_at), _whole_seconds(left)], client=client)
+    redis_run_script(_PUT_IF_NEWER, keys=keys, args=[value, repr(read_at), _whole_seconds(left)])
 
 
 def _whole_seconds(left: float) -> int:
@@ -486,7 +481,7 @@ def account_hold_release(*, order: Order) -> None:
             return
         currency, amount = hold
         if not order.exchange_order_id:
-            redis_client(write=True).eval(_HOLD_DROP, 1, _holds_key(link.pk), f" {order.pk} ")
+            redis_run_script(_HOLD_DROP, keys=[_holds_key(link.pk)], args=[f" {order.pk} "])
             return
         unfilled = max(order.quantity - order.filled_quantity, Decimal(0)) / order.quantity
         if unfilled > 0:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.core.cache import cache
 from rest_framework import throttling
 
-from k2.core.cache import redis_client
+from k2.core.cache import redis_run_script
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle classes named in the settings
     from rest_framework.request import Request
@@ -32,15 +32,6 @@ redis.call('ZADD', key, now, ARGV[4])
 redis.call('PEXPIRE', key, math.ceil(window * 1000))
 return {1, '0'}
 """
-_script: Any = None
-
-
-def _sliding_window(client: Any) -> Any:
-    """The script, sent to Redis once and run by its SHA afterwards (reloaded if Redis lost it)."""
-    global _script
-    if _script is None:
-        _script = client.register_script(_SLIDING_WINDOW)
-    return _script
 
 
 class RedisRateThrottle(throttling.SimpleRateThrottle):
@@ -58,11 +49,10 @@ class RedisRateThrottle(throttling.SimpleRateThrottle):
         if self.key is None:
             return True
         now = time.time()
-        client = redis_client(write=True)
-        allowed, oldest = _sliding_window(client)(
+        allowed, oldest = redis_run_script(
+            _SLIDING_WINDOW,
             keys=[cache.make_key(self.key)],
             args=[now, self.duration, self.num_requests, f"{now}:{uuid.uuid4().hex[:8]}"],
-            client=client,
         )
         if allowed:
             return True

@@ -15,6 +15,7 @@ from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
+_scripts: dict[str, Any] = {}  # Lua source -> redis-py Script (its SHA)
 
 
 class SharedPoolRedisCacheClient(RedisCacheClient):
@@ -83,3 +84,14 @@ def cache_decode(value: bytes) -> Any:
 def cache_encode(value: Any) -> Any:
     """A value for the default cache, to write raw, as `cache.set` would store it."""
     return _default().encode(value)
+
+
+def redis_run_script(source: str, *, keys: list[Any], args: list[Any]) -> Any:
+    """Run a Lua script on the default cache's Redis in one round trip: sent once per process,
+    run by its SHA afterwards (and sent again if Redis lost it). Keys are the caller's (pass
+    them through `make_key` to share the cache's namespace)."""
+    client = redis_client(write=True)
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts.setdefault(source, client.register_script(source))
+    return script(keys=keys, args=args, client=client)
