@@ -130,6 +130,8 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
 # web process (Procfile) therefore uses a psycopg pool shared by all its threads; a connection is
 # checked before it is handed out and goes back when the request ends. Other processes keep
 # per-thread connections: a thread that never ends its "request" would hold a pooled one forever.
+# The Procfile's Celery worker keeps its connection between tasks (DATABASE_CONN_MAX_AGE=600):
+# with 0 every task opened one, and with it a new PostgreSQL backend process.
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
 # K2's backend (k2/db/base.py) is Django's, except that it checks pooled connections itself,
 # without a round trip to the server for each one; Django's health checks cover the rest.
@@ -195,6 +197,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes every database connection before and after each task unless this
+# is set (then only every this many tasks); k2/celery.py closes them between tasks as Django does
+# between requests instead: per CONN_MAX_AGE, after errors, and when the health check fails.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)

@@ -11,9 +11,11 @@ tried. This catches what the empty query caught: neither can tell a network path
 silent from a slow server, and the pool's `max_lifetime` bounds how old a connection gets.
 
 Settings (k2/settings.py): `ENGINE = "k2.db"`; with a pool, `CONN_HEALTH_CHECKS` is off (the
-pool's own check would still send the query); without one, Django's health checks apply as usual.
-The same check (`connection_usable`) lets a long-lived process keep one connection between the
-events it handles (the user-stream follower, `apps.trading.streams`).
+pool's own check would still send the query). Without one, Django's health checks apply, made
+by the same check (`is_usable`): a process that keeps its connection between tasks (the Celery
+worker, `DATABASE_CONN_MAX_AGE` in the Procfile) has it checked before each task without a round
+trip. The same check (`connection_usable`) lets a long-lived process keep one connection between
+the events it handles (the user-stream follower, `apps.trading.streams`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import psycopg
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 
@@ -35,8 +38,9 @@ def has_input(connection: psycopg.Connection[Any]) -> bool:
 
 def connection_usable(connection: psycopg.Connection[Any]) -> bool:
     """An idle connection can be used: open, and nothing from the server waiting on its socket
-    (if something is, the empty query decides). No round trip for a healthy connection."""
-    if connection.closed:
+    (if something is, the empty query decides), and not inside a failed transaction. No round
+    trip for a healthy connection."""
+    if connection.closed or connection.info.transaction_status == TransactionStatus.INERROR:
         return False
     if not has_input(connection):
         return True
@@ -48,6 +52,11 @@ def connection_usable(connection: psycopg.Connection[Any]) -> bool:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def is_usable(self) -> bool:
+        """Django's health check of a kept connection (`CONN_HEALTH_CHECKS`, and after an error),
+        which sends `SELECT 1`: here the socket decides, as for a pooled one."""
+        return self.connection is not None and connection_usable(self.connection)
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         pool = self.pool  # type: ignore[attr-defined]  # (Django 5.1+; not in django-stubs yet)
         if not pool:

@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.cache import caches
@@ -136,3 +137,66 @@ def _server_statements(pid: int) -> Any:
     with connection.cursor() as cursor:
         cursor.execute("SELECT query, query_start FROM pg_stat_activity WHERE pid = %s", [pid])
         return cursor.fetchone()
+
+
+def _kept_handler() -> ConnectionHandler:
+    """A process that keeps its connection between tasks (the Procfile's Celery worker: no pool,
+    `DATABASE_CONN_MAX_AGE`, Django's health checks)."""
+    settings_dict = copy.deepcopy(connection.settings_dict)
+    settings_dict["OPTIONS"].pop("pool", None)
+    settings_dict["CONN_MAX_AGE"] = 600
+    settings_dict["CONN_HEALTH_CHECKS"] = True
+    return ConnectionHandler({"default": settings_dict})
+
+
+def _next_task(wrapper: Any) -> None:
+    """What Celery's Django fixup does before each task, then the task's first query's check."""
+    wrapper.close_if_unusable_or_obsolete()
+    wrapper.close_if_health_check_failed()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_is_checked_before_each_task_without_a_round_trip() -> None:
+    wrapper: Any = _kept_handler()["default"]
+    try:
+        pid = _backend_pid(wrapper)
+        sent_before = _server_statements(pid)
+        _next_task(wrapper)  # Django's own check would send "SELECT 1"
+        assert _server_statements(pid) == sent_before
+        assert _backend_pid(wrapper) == pid  # the same connection, kept
+    finally:
+        wrapper.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_the_server_ended_is_replaced_before_the_next_task() -> None:
+    wrapper: Any = _kept_handler()["default"]
+    try:
+        ended = _backend_pid(wrapper)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not has_input(wrapper.connection):
+            time.sleep(0.01)  # the server's goodbye reaches the kept connection's socket
+        _next_task(wrapper)
+        assert _backend_pid(wrapper) != ended  # a new connection, and the task goes on
+    finally:
+        wrapper.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_left_in_a_failed_transaction_is_not_reused() -> None:
+    wrapper: Any = _kept_handler()["default"]
+    try:
+        pid = _backend_pid(wrapper)
+        raw = wrapper.connection
+        raw.autocommit = False  # what an interrupted atomic block leaves behind
+        with pytest.raises(psycopg.errors.DivisionByZero), raw.cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")
+        assert wrapper.is_usable() is False
+        raw.rollback()
+        raw.autocommit = True
+        assert wrapper.is_usable() is True
+        assert _backend_pid(wrapper) == pid
+    finally:
+        wrapper.close()
