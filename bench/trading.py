@@ -65,6 +65,7 @@ class Result:
     seconds: float
     app_ms: list[float] = field(default_factory=list)  # K2: Django's own time (Server-Timing)
     window: tuple[datetime, datetime] | None = None  # K2: when the timed orders ran
+    web_cpu_ms: float | None = None  # K2: the web processes' CPU time per timed order
 
     def pct(self, q: float) -> float:
         return percentile(self.samples, q)
@@ -291,8 +292,43 @@ async def direct(
         await redis.aclose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process `pid` and its children (the web
+    supervisor's workers)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    total = 0.0
+    for proc in (parent, *parent.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def host_speed_ms(rounds: int = 5) -> float:
+    """The fastest of `rounds` runs of a fixed pure-Python workload in this process, in ms: the
+    host's speed at that moment. A shared VM's varies by tens of percent over minutes, and with
+    it every latency here; lower is faster."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 async def through_k2(
-    web: str, sim: str, traders: list[dict[str, Any]], plans: list[list[float]], price: Decimal
+    web: str,
+    sim: str,
+    traders: list[dict[str, Any]],
+    plans: list[list[float]],
+    price: Decimal,
+    web_pid: int | None = None,
 ) -> Result:
     sessions = [
         httpx.AsyncClient(base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30)
@@ -319,8 +355,11 @@ async def through_k2(
         await cancel_everything(sim, traders)
         app_ms.clear()
         started = datetime.now(UTC)
+        cpu_before = cpu_seconds(web_pid) if web_pid else 0.0
         result = await drive(sessions, plans, send)
         result.window = (started, datetime.now(UTC))
+        if web_pid:
+            result.web_cpu_ms = (cpu_seconds(web_pid) - cpu_before) / len(result.samples) * 1000
     finally:
         for http in sessions:
             await http.aclose()
@@ -361,7 +400,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
             accounts = traders if keys > 1 else who
             d = await direct(sim, accounts, plans, price, keys=keys)
             await cancel_everything(sim, accounts)
-            k = await through_k2(web, sim, who, plans, price)
+            k = await through_k2(web, sim, who, plans, price, web_proc.pid)
             await cancel_everything(sim, who)
             rows.append((mode, d, k))
         return rows
@@ -424,7 +463,9 @@ def main(argv: list[str]) -> int:
         print("run under the devstack: python -m k2.devstack run -- python -m bench trading")
         return 2
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
+    speed_before = host_speed_ms()
     rows = asyncio.run(asyncio.wait_for(run(args), timeout=300))
+    speed_after = host_speed_ms()
     print_table(rows)
     crowded, most = bursts(schedule(args.clients, args.per_client, args.rate, args.seed))
     print(
@@ -437,6 +478,14 @@ def main(argv: list[str]) -> int:
     print("reference price of K2's orders, by source: " + ", ".join(f"{k} {n}" for k, n in sources.items()))
     reads = ", ".join(f"{mode.split(',')[0]} {balance_reads(k)} of {len(k.samples)}" for mode, _, k in rows)
     print(f"venue balance reads by K2 (risk snapshots re-read in the background), per timed orders: {reads}")
+    cpu = ", ".join(
+        f"{mode.split(',')[0]} {k.web_cpu_ms:.2f}" for mode, _, k in rows if k.web_cpu_ms is not None
+    )
+    print(f"web CPU per K2 order, ms (every web worker, user + system, the phase's timed orders): {cpu}")
+    print(
+        f"host speed: a fixed Python workload took {speed_before:.1f} ms before the run and "
+        f"{speed_after:.1f} ms after (lower is faster; compare runs by it)"
+    )
     return 0
 
 
