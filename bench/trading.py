@@ -122,6 +122,7 @@ def start_feed(env: dict[str, str]) -> subprocess.Popen[bytes]:
     from apps.marketdata import cache as price_cache
 
     cmd = [sys.executable, "manage.py", "run_feed", "--venue", "cryptocom", "--stats-interval", "3600"]
+    env = {"DATABASE_CONN_MAX_AGE": "600", **env}  # as the Procfile's feed process
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
