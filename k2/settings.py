@@ -130,9 +130,10 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
 # web process (Procfile) therefore uses a psycopg pool shared by all its threads; a connection is
 # checked before it is handed out and goes back when the request ends. Other processes keep
 # per-thread connections: a thread that never ends its "request" would hold a pooled one forever.
-# The Procfile's Celery worker and market-data feed keep theirs between tasks and between writes
-# (DATABASE_CONN_MAX_AGE=600): with 0 every task, and every batch of trades or candles the feed
-# wrote (several a second), opened a connection, and the server forked a backend process for it.
+# The Procfile's Celery worker, market-data feed and user streams keep theirs between tasks,
+# writes and events (DATABASE_CONN_MAX_AGE=600): with 0 every task, every batch of trades or
+# candles the feed wrote (several a second) and every stream event opened a connection, and the
+# server forked a backend process for it.
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
 # K2's backend (k2/db/base.py) is Django's, except that it checks pooled connections itself,
 # without a round trip to the server for each one; Django's health checks cover the rest.

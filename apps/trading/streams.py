@@ -12,6 +12,11 @@ heartbeats, reconnects, re-auth and re-subscribe); the set of links is re-read e
 
 Everything it does is idempotent, so two followers (a deploy overlap, a second replica) only
 repeat work; they never double a fill or regress an order.
+
+Before each piece of work, Django's rule between requests (`close_old_connections`): with the
+Procfile's `DATABASE_CONN_MAX_AGE` the connection is kept from one event to the next and
+replaced once it has failed (checked on its socket by `k2.db`, no round trip when healthy). With
+0, every event opened a connection and the server forked a backend for it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections
 
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import BalanceUpdate, Fill, OrderState, StreamStatus
@@ -33,7 +38,6 @@ from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
 from apps.exchanges.services import link_credentials
 from k2.aio import cancel_and_wait
-from k2.db.base import connection_usable
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,23 +51,8 @@ class LinkInfo:
     version: str  # changes when the link is re-keyed: the stream restarts with new credentials
 
 
-def _connection_ready() -> None:
-    """Before each event: this thread's database connection is kept from one event to the next
-    and dropped only once it has failed (an error since, or the server ended it: see
-    `k2.db.base.connection_usable`, no round trip when healthy). Django's per-request rule
-    (`close_old_connections` with `CONN_MAX_AGE` 0) would open a new connection, and start a new
-    PostgreSQL backend, for every event: two or three per order placed."""
-    for connection in connections.all(initialized_only=True):
-        raw = connection.connection
-        if raw is None:
-            continue
-        left_in_a_transaction = connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
-        if left_in_a_transaction or connection.errors_occurred or not connection_usable(raw):
-            connection.close()
-
-
 def _active_links(venues: list[str] | None) -> list[LinkInfo]:
-    _connection_ready()
+    close_old_connections()
     qs = ExchangeLink.objects.filter(status=LinkStatus.ACTIVE)
     if venues:
         qs = qs.filter(exchange__in=venues)
@@ -74,7 +63,7 @@ def _active_links(venues: list[str] | None) -> list[LinkInfo]:
 
 
 def _credentials(link_id: str) -> Any:
-    _connection_ready()
+    close_old_connections()
     link = ExchangeLink.objects.filter(pk=link_id, status=LinkStatus.ACTIVE).first()
     return link_credentials(link) if link is not None else None
 
@@ -83,7 +72,7 @@ def _on_order(venue: str, state: OrderState) -> None:
     from apps.trading.selectors import order_find_for_venue
     from apps.trading.services import order_apply_venue_state
 
-    _connection_ready()
+    close_old_connections()
     order_id = order_find_for_venue(
         venue=venue, venue_client_order_id=state.client_order_id, exchange_order_id=state.venue_order_id
     )
@@ -94,14 +83,14 @@ def _on_order(venue: str, state: OrderState) -> None:
 def _on_fill(venue: str, fill: Fill) -> None:
     from apps.trading.services import execution_record
 
-    _connection_ready()
+    close_old_connections()
     execution_record(venue=venue, fill=fill, source="stream")
 
 
 def _on_connected(link: LinkInfo) -> None:
     from apps.trading.services import orders_reconcile_for_link
 
-    _connection_ready()
+    close_old_connections()
     orders_reconcile_for_link(user_id=link.user_id, venue=link.venue)
 
 

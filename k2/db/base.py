@@ -12,10 +12,9 @@ silent from a slow server, and the pool's `max_lifetime` bounds how old a connec
 
 Settings (k2/settings.py): `ENGINE = "k2.db"`; with a pool, `CONN_HEALTH_CHECKS` is off (the
 pool's own check would still send the query). Without one, Django's health checks apply, made
-by the same check (`is_usable`): a process that keeps its connection between tasks (the Celery
-worker, `DATABASE_CONN_MAX_AGE` in the Procfile) has it checked before each task without a round
-trip. The same check (`connection_usable`) lets a long-lived process keep one connection between
-the events it handles (the user-stream follower, `apps.trading.streams`).
+by the same check (`is_usable`): a process that keeps its connection between pieces of work
+(the Celery worker, the feed and the user-stream follower, `DATABASE_CONN_MAX_AGE` in the
+Procfile) has it checked before each one without a round trip.
 """
 
 from __future__ import annotations

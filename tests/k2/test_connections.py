@@ -8,6 +8,7 @@ import copy
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -93,6 +94,16 @@ def pool_connection_has_input(pool: Any) -> bool:
         return has_input(conn)
 
 
+def _end_backend(pid: int, goodbye_arrived: Callable[[], bool]) -> None:
+    """The server ends backend `pid` (as a restart or an idle timeout would), and its goodbye
+    reaches the client's socket (`goodbye_arrived`, waited for at most 10 s)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not goodbye_arrived():
+        time.sleep(0.01)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_pooled_connection_the_server_ended_is_never_handed_out() -> None:
     # Django's pool check (an empty query) is off; without K2's own, the next request would get
@@ -103,11 +114,7 @@ def test_a_pooled_connection_the_server_ended_is_never_handed_out() -> None:
     try:
         ended = _backend_pid(wrapper)
         wrapper.close()  # back to the pool
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not pool_connection_has_input(wrapper.pool):
-            time.sleep(0.01)  # the server's goodbye reaches the pooled connection's socket
+        _end_backend(ended, lambda: pool_connection_has_input(wrapper.pool))
         assert _backend_pid(wrapper) != ended  # a new connection, and the request goes on
         wrapper.close()
     finally:
@@ -139,14 +146,17 @@ def _server_statements(pid: int) -> Any:
         return cursor.fetchone()
 
 
-def _kept_handler() -> ConnectionHandler:
-    """A process that keeps its connection between tasks (the Procfile's Celery worker: no pool,
-    `DATABASE_CONN_MAX_AGE`, Django's health checks)."""
+@pytest.fixture
+def kept(transactional_db: Any) -> Iterator[Any]:
+    """A connection of a process that keeps it between tasks (the Procfile's Celery worker: no
+    pool, `DATABASE_CONN_MAX_AGE`, Django's health checks)."""
     settings_dict = copy.deepcopy(connection.settings_dict)
     settings_dict["OPTIONS"].pop("pool", None)
     settings_dict["CONN_MAX_AGE"] = 600
     settings_dict["CONN_HEALTH_CHECKS"] = True
-    return ConnectionHandler({"default": settings_dict})
+    wrapper = ConnectionHandler({"default": settings_dict})["default"]
+    yield wrapper
+    wrapper.close()
 
 
 def _next_task(wrapper: Any) -> None:
@@ -155,48 +165,29 @@ def _next_task(wrapper: Any) -> None:
     wrapper.close_if_health_check_failed()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_kept_connection_is_checked_before_each_task_without_a_round_trip() -> None:
-    wrapper: Any = _kept_handler()["default"]
-    try:
-        pid = _backend_pid(wrapper)
-        sent_before = _server_statements(pid)
-        _next_task(wrapper)  # Django's own check would send "SELECT 1"
-        assert _server_statements(pid) == sent_before
-        assert _backend_pid(wrapper) == pid  # the same connection, kept
-    finally:
-        wrapper.close()
+def test_a_kept_connection_is_checked_before_each_task_without_a_round_trip(kept: Any) -> None:
+    pid = _backend_pid(kept)
+    sent_before = _server_statements(pid)
+    _next_task(kept)  # Django's own check would send "SELECT 1"
+    assert _server_statements(pid) == sent_before
+    assert _backend_pid(kept) == pid  # the same connection, kept
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_kept_connection_the_server_ended_is_replaced_before_the_next_task() -> None:
-    wrapper: Any = _kept_handler()["default"]
-    try:
-        ended = _backend_pid(wrapper)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not has_input(wrapper.connection):
-            time.sleep(0.01)  # the server's goodbye reaches the kept connection's socket
-        _next_task(wrapper)
-        assert _backend_pid(wrapper) != ended  # a new connection, and the task goes on
-    finally:
-        wrapper.close()
+def test_a_kept_connection_the_server_ended_is_replaced_before_the_next_task(kept: Any) -> None:
+    ended = _backend_pid(kept)
+    _end_backend(ended, lambda: has_input(kept.connection))
+    _next_task(kept)
+    assert _backend_pid(kept) != ended  # a new connection, and the task goes on
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_kept_connection_left_in_a_failed_transaction_is_not_reused() -> None:
-    wrapper: Any = _kept_handler()["default"]
-    try:
-        pid = _backend_pid(wrapper)
-        raw = wrapper.connection
-        raw.autocommit = False  # what an interrupted atomic block leaves behind
-        with pytest.raises(psycopg.errors.DivisionByZero), raw.cursor() as cursor:
-            cursor.execute("SELECT 1 / 0")
-        assert wrapper.is_usable() is False
-        raw.rollback()
-        raw.autocommit = True
-        assert wrapper.is_usable() is True
-        assert _backend_pid(wrapper) == pid
-    finally:
-        wrapper.close()
+def test_a_kept_connection_left_in_a_failed_transaction_is_not_reused(kept: Any) -> None:
+    pid = _backend_pid(kept)
+    raw = kept.connection
+    raw.autocommit = False  # what an interrupted atomic block leaves behind
+    with pytest.raises(psycopg.errors.DivisionByZero), raw.cursor() as cursor:
+        cursor.execute("SELECT 1 / 0")
+    assert kept.is_usable() is False
+    raw.rollback()
+    raw.autocommit = True
+    assert kept.is_usable() is True
+    assert _backend_pid(kept) == pid

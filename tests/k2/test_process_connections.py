@@ -3,18 +3,17 @@ market-data feed) keep their PostgreSQL connection between tasks and between wri
 (`DATABASE_CONN_MAX_AGE` in their Procfile line). With Django's default of 0 the worker opened a
 connection, and the server forked a backend process for it, for every task, and the feed for
 every batch of trades or candles (several a second). Each process runs for real here, against
-this test's database."""
+this test's database. (The user streams, the third such process, run in-process with the same
+setting: tests/trading/test_updates.py.)"""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -23,17 +22,7 @@ from django.utils import timezone
 
 from apps.trading.tasks import order_reconcile_task
 from tests.exchanges.conftest import SimHandle, cryptocom_sim, cryptocom_sim_thread  # noqa: F401 - fixtures
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def procfile_conn_max_age(process: str) -> str:
-    """The `DATABASE_CONN_MAX_AGE` default the Procfile gives `process`."""
-    line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith(f"{process}:"))
-    found = re.search(r"DATABASE_CONN_MAX_AGE=\$\{DATABASE_CONN_MAX_AGE:-(\d+)\}", line)
-    assert found, f"the Procfile's {process} line sets no DATABASE_CONN_MAX_AGE"
-    assert int(found.group(1)) > 0
-    return found.group(1)
+from tests.procfile import ROOT, procfile_conn_max_age
 
 
 def process_env(process: str, **extra: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from apps.accounts.models import User
 from apps.trading.models import Order
 from tests.exchanges.conftest import SimHandle, cryptocom_sim, cryptocom_sim_thread  # noqa: F401
+from tests.procfile import procfile_conn_max_age
 
 BTC = "BTC-USD"
 
@@ -147,6 +148,12 @@ class StreamRunner:
 
 @pytest.fixture
 def user_streams(transactional_db: Any) -> Iterator[Callable[[], StreamRunner]]:
+    """Start followers; their connections are kept between events, as the Procfile's streams
+    process keeps them (`DATABASE_CONN_MAX_AGE`; the setting is read when one connects)."""
+    from django.db import connection
+
+    kept = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = int(procfile_conn_max_age("streams"))
     runners: list[StreamRunner] = []
 
     def start() -> StreamRunner:
@@ -154,6 +161,9 @@ def user_streams(transactional_db: Any) -> Iterator[Callable[[], StreamRunner]]:
         runners.append(runner)
         return runner
 
-    yield start
-    for runner in runners:
-        runner.__exit__(None, None, None)
+    try:
+        yield start
+    finally:
+        for runner in runners:
+            runner.__exit__(None, None, None)
+        connection.settings_dict["CONN_MAX_AGE"] = kept

@@ -230,12 +230,10 @@ def test_order_updates_batched_hold_pushes_until_sent_then_send_them_in_order(
 def _stream_backend_pid(runner: StreamRunner) -> int:
     """The PostgreSQL backend of the thread the follower records events on (as it would)."""
     from asgiref.sync import sync_to_async
-    from django.db import connection
-
-    from apps.trading.streams import _connection_ready
+    from django.db import close_old_connections, connection
 
     def pid() -> int:
-        _connection_ready()
+        close_old_connections()
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             return int(cursor.fetchone()[0])
@@ -247,8 +245,8 @@ def _stream_backend_pid(runner: StreamRunner) -> int:
 def test_the_stream_keeps_its_database_connection_and_replaces_one_the_server_ended(
     trader: Trader, user_streams: Callable[[], StreamRunner]
 ) -> None:
-    # Django's per-request rule (close_old_connections, CONN_MAX_AGE 0) opened a new connection
-    # for every event; the follower keeps one until it fails.
+    # With CONN_MAX_AGE 0 Django's rule between requests (close_old_connections) opened a new
+    # connection for every event; with the Procfile's setting the follower keeps one until it fails.
     runner = user_streams()
     eventually(lambda: runner.supervisor.connects >= 1)
     before, handled = _stream_backend_pid(runner), runner.supervisor.handled
