@@ -46,6 +46,8 @@ from typing import Any
 
 import httpx
 
+from k2.devstack import procfile_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-Passw0rd!-bench"
 QUANTITY = Decimal("0.001")
@@ -122,7 +124,7 @@ def start_feed(env: dict[str, str]) -> subprocess.Popen[bytes]:
     from apps.marketdata import cache as price_cache
 
     cmd = [sys.executable, "manage.py", "run_feed", "--venue", "cryptocom", "--stats-interval", "3600"]
-    env = {"DATABASE_CONN_MAX_AGE": "600", **env}  # as the Procfile's feed process
+    env = {**procfile_env("feed"), **env}  # as the Procfile runs it
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
@@ -329,7 +331,7 @@ async def through_k2(
     traders: list[dict[str, Any]],
     plans: list[list[float]],
     price: Decimal,
-    web_pid: int | None = None,
+    web_pid: int,
 ) -> Result:
     sessions = [
         httpx.AsyncClient(base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30)
@@ -356,11 +358,10 @@ async def through_k2(
         await cancel_everything(sim, traders)
         app_ms.clear()
         started = datetime.now(UTC)
-        cpu_before = cpu_seconds(web_pid) if web_pid else 0.0
+        cpu_before = cpu_seconds(web_pid)
         result = await drive(sessions, plans, send)
         result.window = (started, datetime.now(UTC))
-        if web_pid:
-            result.web_cpu_ms = (cpu_seconds(web_pid) - cpu_before) / len(result.samples) * 1000
+        result.web_cpu_ms = (cpu_seconds(web_pid) - cpu_before) / len(result.samples) * 1000
     finally:
         for http in sessions:
             await http.aclose()
@@ -377,7 +378,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
         os.environ["K2_CRYPTOCOM_USER_WS_URL"] = f"{sim.replace('http', 'ws')}/exchange/v1/user"
         os.environ["API_THROTTLE_USER"] = "1000000/min"
         traders = await asyncio.to_thread(prepare, sim, args.clients)
-        web_env = {"DATABASE_POOL_MAX_SIZE": "10", **os.environ}  # as the Procfile's web process
+        web_env = {**procfile_env("web"), **os.environ}  # as the Procfile runs it
         web_proc, web = start_web(web_env, args.web_workers)
         feed_proc = await asyncio.to_thread(start_feed, dict(os.environ))
         price = await price_below_market(sim)
@@ -479,9 +480,7 @@ def main(argv: list[str]) -> int:
     print("reference price of K2's orders, by source: " + ", ".join(f"{k} {n}" for k, n in sources.items()))
     reads = ", ".join(f"{mode.split(',')[0]} {balance_reads(k)} of {len(k.samples)}" for mode, _, k in rows)
     print(f"venue balance reads by K2 (risk snapshots re-read in the background), per timed orders: {reads}")
-    cpu = ", ".join(
-        f"{mode.split(',')[0]} {k.web_cpu_ms:.2f}" for mode, _, k in rows if k.web_cpu_ms is not None
-    )
+    cpu = ", ".join(f"{mode.split(',')[0]} {k.web_cpu_ms:.2f}" for mode, _, k in rows)
     print(f"web CPU per K2 order, ms (every web worker, user + system, the phase's timed orders): {cpu}")
     print(
         f"host speed: a fixed Python workload took {speed_before:.1f} ms before the run and "

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -37,6 +38,13 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 PG_SYSTEM_USER = "k2postgres"
 READY_TIMEOUT = 60.0
+
+
+def procfile_env(process: str) -> dict[str, str]:
+    """The environment defaults the Procfile's `process` line sets (`env NAME=${NAME:-default}`),
+    for running that process as the Procfile does (the benchmarks, tests)."""
+    line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith(f"{process}:"))
+    return dict(re.findall(r"(\w+)=\$\{\1:-([^}]*)\}", line))
 
 
 def say(message: str) -> None:
