@@ -147,6 +147,32 @@ async def test_user_stream_orders_fills_balances(cryptocom_adapter):
     assert sol.total == Decimal("1002")
 
 
+def usd_of(event: Any) -> Any:
+    """The USD balance a `BalanceUpdate` carries; None for any other event."""
+    return {b.currency: b for b in event.balances}["USD"] if isinstance(event, BalanceUpdate) else None
+
+
+async def test_user_stream_pushes_the_balance_a_resting_order_holds(cryptocom_adapter):
+    """A limit order that rests changes no total but makes less available (the venue's
+    `reserved_qty`): the venue pushes that balance too, not only those a fill changes."""
+    async with cryptocom_adapter.user_stream() as stream:
+        events = aiter(stream)
+        assert (await next_matching(events, lambda e: isinstance(e, StreamStatus))).state == "connected"
+        before = {b.currency: b for b in await cryptocom_adapter.get_balances()}["USD"]
+        assert before.available == before.total
+        bid = (await cryptocom_adapter.get_ticker("SOL-USD")).bid
+        assert bid is not None
+        price = (bid * Decimal("0.8")).quantize(Decimal("0.01"))
+        request = OrderRequest(
+            "SOL-USD", Side.BUY, OrderType.LIMIT, Decimal("1"), f"u-{uuid.uuid4().hex[:12]}", price=price
+        )
+        await cryptocom_adapter.place_order(request)
+        # the subscription's first push is the balance as it was; the hold's comes after
+        usd = usd_of(await next_matching(events, lambda e: (u := usd_of(e)) and u.available < before.total))
+    assert usd.total == before.total
+    assert before.total - usd.available >= price  # held: price x quantity, and the fee
+
+
 async def test_user_stream_reconnects_reauths_and_resubscribes_after_drop(cryptocom_sim, cryptocom_adapter):
     stream = cryptocom_adapter.user_stream(["BTC-USD"])
     async with stream:

@@ -460,6 +460,8 @@ class MatchingEngine:
         order.hold_currency, order.hold_left, order.fee_currency = currency, amount, inst.quote
         order.seq = next(self._seq)
         account.hold(currency, amount)
+        if amount:
+            self.emit(BalanceEvent(order.account_id))  # available (reserved_qty) changed
         self.orders[order.order_id] = order
         self.orders_by_client[(order.account_id, order.client_oid)] = order
         self.account_orders[order.account_id].append(order)
