@@ -1,4 +1,5 @@
-"""The short per-user cache of venue snapshots, in Redis (the cache database, `CACHE_REDIS_URL`).
+"""The short per-user cache of venue snapshots, in Redis (the cache database, `CACHE_REDIS_URL`,
+through the default cache's shared client: its pool and its 2 s socket timeouts).
 
 Keys (prefix `k2:portfolio:`):
 
@@ -16,14 +17,13 @@ Balances never reach the database: this cache is the only place they are kept, a
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
 from typing import Any
 
-import redis
 from django.conf import settings
 
 from apps.portfolio.venues import VenueSnapshot
+from k2.core.cache import redis_client, redis_run_script
 
 PREFIX = "k2:portfolio:"
 
@@ -35,20 +35,6 @@ if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber
 if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], ARGV[2], 'PX', tonumber(ARGV[4])) end
 return 1
 """
-
-_lock = threading.Lock()
-_client: redis.Redis | None = None
-_client_url: str | None = None
-
-
-def client() -> redis.Redis:
-    global _client, _client_url
-    url = str(settings.CACHES["default"]["LOCATION"])
-    with _lock:
-        if _client is None or _client_url != url:
-            _client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-            _client_url = url
-        return _client
 
 
 def gen_key(user_id: Any) -> str:
@@ -67,7 +53,7 @@ def snapshots_read(user_id: Any, venues: list[str]) -> tuple[str, dict[str, Any]
     """(generation, fresh snapshots by venue, last good snapshots by venue) in one round trip."""
     if not venues:
         return "0", {}, {}
-    with client().pipeline(transaction=False) as pipe:
+    with redis_client().pipeline(transaction=False) as pipe:
         pipe.get(gen_key(user_id))
         pipe.mget([fresh_key(user_id, v) for v in venues])
         pipe.mget([last_key(user_id, v) for v in venues])
@@ -86,13 +72,13 @@ def snapshot_write(user_id: Any, snapshot: VenueSnapshot, *, generation: str) ->
     last_ms = int(float(settings.K2_PORTFOLIO_STALE_SECONDS) * 1000)
     body = json.dumps(snapshot.as_json(), separators=(",", ":"))
     keys = [gen_key(user_id), fresh_key(user_id, snapshot.venue), last_key(user_id, snapshot.venue)]
-    written = client().eval(_WRITE, 3, *keys, generation, body, fresh_ms, last_ms)
+    written = redis_run_script(_WRITE, keys=keys, args=[generation, body, fresh_ms, last_ms])
     return bool(written)
 
 
 def snapshots_invalidate(user_id: Any, venues: Iterable[str]) -> None:
     names = list(venues)
-    with client().pipeline(transaction=True) as pipe:
+    with redis_client(write=True).pipeline(transaction=True) as pipe:
         pipe.incr(gen_key(user_id))
         pipe.expire(gen_key(user_id), max(int(float(settings.K2_PORTFOLIO_STALE_SECONDS)), 60) * 2)
         if names:
