@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 
@@ -30,8 +27,7 @@ from apps.exchanges.adapters.cryptocom import (
     RestSettings,
     StreamSettings,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from apps.exchanges.simulators.harness import SimulatorProcess
 
 INSTRUMENTS = ("BTC-USD", "ETH-USD", "SOL-USD")
 
@@ -135,50 +131,21 @@ async def stream_throughput(base_url: str, seconds: float) -> Result:
     return Result("market stream events", count, elapsed)
 
 
-def start_simulator(tick: float) -> tuple[subprocess.Popen[bytes], str]:
-    """The simulator in its own process (as in `make run`), so it does not share our GIL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cmd = [
-        sys.executable,
-        "manage.py",
-        "run_exchange_simulator",
-        "cryptocom",
-        "--port",
-        str(port),
-        "--tick-interval",
-        str(tick),
-        "--no-rate-limits",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base_url}/_sim/state", timeout=1)
-            return proc, base_url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("simulator did not start")
-
-
 async def run(args: argparse.Namespace) -> list[Result]:
-    proc, base_url = start_simulator(args.tick)
-    redis = await _redis()
-    try:
-        account = httpx.post(f"{base_url}/_sim/accounts", json={}, timeout=5).json()
-        creds = Credentials(account["api_key"], account["api_secret"])
-        results = [await order_round_trips(base_url, creds, args.orders, False, None)]
-        if redis is not None:
-            results.append(await order_round_trips(base_url, creds, args.orders, True, redis))
-        results.append(await stream_throughput(base_url, args.seconds))
-    finally:
-        if redis is not None:
-            await redis.aclose()
-        proc.terminate()
-        proc.wait(10)
+    # The simulator in its own process (as in `make run`), so it does not share our GIL.
+    with SimulatorProcess("cryptocom", "--tick-interval", str(args.tick), "--no-rate-limits") as sim:
+        base_url = sim.base_url
+        redis = await _redis()
+        try:
+            account = httpx.post(f"{base_url}/_sim/accounts", json={}, timeout=5).json()
+            creds = Credentials(account["api_key"], account["api_secret"])
+            results = [await order_round_trips(base_url, creds, args.orders, False, None)]
+            if redis is not None:
+                results.append(await order_round_trips(base_url, creds, args.orders, True, redis))
+            results.append(await stream_throughput(base_url, args.seconds))
+        finally:
+            if redis is not None:
+                await redis.aclose()
     return results
 
 

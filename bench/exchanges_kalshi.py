@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -25,7 +23,8 @@ from apps.exchanges.adapters.base import (
     Side,
 )
 from apps.exchanges.adapters.kalshi import KalshiAdapter, KalshiSettings, RestSettings, StreamSettings
-from bench.exchanges_cryptocom import ROOT, Result, _redis, percentile, print_table
+from apps.exchanges.simulators.harness import SimulatorProcess
+from bench.exchanges_cryptocom import Result, _redis, percentile, print_table
 
 
 async def order_round_trips(base_url: str, creds: Credentials, n: int, limited: bool, redis: Any) -> Result:
@@ -80,44 +79,22 @@ async def stream_throughput(base_url: str, creds: Credentials, seconds: float) -
     return Result(f"market stream events ({len(tickers)} markets)", count, elapsed)
 
 
-def start_simulator(tick: float) -> tuple[subprocess.Popen[bytes], str]:
-    """The simulator in its own process (as in `make run`), so it does not share our GIL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cmd = [
-        sys.executable, "manage.py", "run_exchange_simulator", "kalshi", "--port", str(port),
-        "--tick-interval", str(tick), "--no-rate-limits",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base_url}/_sim/state", timeout=1)
-            return proc, base_url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("simulator did not start")
-
-
 async def run(args: argparse.Namespace) -> list[Result]:
-    proc, base_url = start_simulator(args.tick)
-    redis = await _redis()
-    try:
-        account = httpx.post(f"{base_url}/_sim/accounts", json={}, timeout=5).json()
-        creds = Credentials(account["api_key_id"], account["private_key_pem"])
-        results = [await order_round_trips(base_url, creds, args.orders, False, None)]
-        if redis is not None:
-            limited = min(args.orders, 60)  # basic tier: 100 write tokens/s, 12 per place+cancel
-            results.append(await order_round_trips(base_url, creds, limited, True, redis))
-        results.append(await stream_throughput(base_url, creds, args.seconds))
-    finally:
-        if redis is not None:
-            await redis.aclose()
-        proc.terminate()
-        proc.wait(10)
+    # The simulator in its own process (as in `make run`), so it does not share our GIL.
+    with SimulatorProcess("kalshi", "--tick-interval", str(args.tick), "--no-rate-limits") as sim:
+        base_url = sim.base_url
+        redis = await _redis()
+        try:
+            account = httpx.post(f"{base_url}/_sim/accounts", json={}, timeout=5).json()
+            creds = Credentials(account["api_key_id"], account["private_key_pem"])
+            results = [await order_round_trips(base_url, creds, args.orders, False, None)]
+            if redis is not None:
+                limited = min(args.orders, 60)  # basic tier: 100 write tokens/s, 12 per place+cancel
+                results.append(await order_round_trips(base_url, creds, limited, True, redis))
+            results.append(await stream_throughput(base_url, creds, args.seconds))
+        finally:
+            if redis is not None:
+                await redis.aclose()
     return results
 
 

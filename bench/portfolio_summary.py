@@ -20,14 +20,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.trading import free_port, start_web, wait_http
+from apps.exchanges.simulators.harness import SimulatorProcess
+from bench.trading import start_web
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-Passw0rd!-portfolio"
 SCENARIOS: list[tuple[str, int, int]] = [
     ("no delay", 0, 0),
@@ -50,18 +49,6 @@ class Row:
     def pct(self, q: float) -> float:
         ordered = sorted(self.samples)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def start_simulator(venue: str) -> tuple[Any, str]:
-    import subprocess
-
-    port = free_port()
-    cmd = [sys.executable, "manage.py", "run_exchange_simulator", venue, "--port", str(port)]
-    cmd += ["--tick-interval", "1.0", "--no-rate-limits"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/_sim/state", proc, f"{venue} simulator")
-    return proc, base
 
 
 def prepare(cc: str, ks: str) -> dict[str, Any]:
@@ -162,10 +149,11 @@ async def scenario(
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    cc_proc, cc = start_simulator("cryptocom")
-    ks_proc, ks = start_simulator("kalshi")
+    venues = ("cryptocom", "kalshi")
+    simulators = [SimulatorProcess(venue, "--tick-interval", "1.0", "--no-rate-limits") for venue in venues]
     web_proc = None
     try:
+        cc, ks = (simulator.start().base_url for simulator in simulators)
         ws_cc, ws_ks = cc.replace("http", "ws"), ks.replace("http", "ws")
         os.environ.update(
             {
@@ -190,10 +178,11 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 rows.append(await scenario(http, sims, name, cc_ms, ks_ms, args.requests))
         return rows
     finally:
-        for proc in (web_proc, cc_proc, ks_proc):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(10)
+        if web_proc is not None:
+            web_proc.terminate()
+            web_proc.wait(10)
+        for simulator in simulators:
+            simulator.stop()
 
 
 def print_table(rows: list[Row], bound: float) -> None:

@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from apps.exchanges.simulators.harness import SimulatorProcess
 from k2.devstack import procfile_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,16 +98,6 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
         proc.terminate()
         proc.wait(10)
         raise
-
-
-def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    cmd = [sys.executable, "manage.py", "run_exchange_simulator", "cryptocom", "--port", str(port)]
-    cmd += ["--tick-interval", "0.2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/_sim/state", proc, "simulator")
-    return proc, base
 
 
 def start_web(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -370,7 +361,8 @@ async def through_k2(
 
 
 async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
-    sim_proc, sim = start_simulator()
+    simulator = SimulatorProcess("cryptocom", "--tick-interval", "0.2").start()
+    sim = simulator.base_url
     web_proc = feed_proc = None
     try:
         os.environ["K2_CRYPTOCOM_REST_URL"] = f"{sim}/exchange/v1"
@@ -407,10 +399,11 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
             rows.append((mode, d, k))
         return rows
     finally:
-        for proc in (web_proc, feed_proc, sim_proc):
+        for proc in (web_proc, feed_proc):
             if proc is not None:
                 proc.terminate()
                 proc.wait(10)
+        simulator.stop()
 
 
 def print_table(rows: list[tuple[str, Result, Result]]) -> None:

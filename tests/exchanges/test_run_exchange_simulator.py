@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+from apps.exchanges.simulators.harness import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,3 +61,17 @@ def test_command_serves_and_stops_on_sigterm():
 def test_procfile_runs_the_cryptocom_simulator():
     lines = (ROOT / "Procfile").read_text().splitlines()
     assert "sim-cryptocom: python manage.py run_exchange_simulator cryptocom --port 8601" in lines
+
+
+def test_simulator_process_serves_on_the_port_it_bound_and_stops():
+    with SimulatorProcess("kalshi") as sim:
+        assert sim.proc is not None
+        assert httpx.get(f"{sim.base_url}/_sim/state", timeout=5).status_code == 200
+        proc = sim.proc
+    assert proc.returncode == 0  # stopped by SIGTERM, cleanly
+    assert sim.output() == ""  # its output file is closed with it
+
+
+def test_simulator_process_that_cannot_start_says_why():
+    with pytest.raises(RuntimeError, match="invalid choice: 'nasdaq'"):
+        SimulatorProcess("nasdaq").start()

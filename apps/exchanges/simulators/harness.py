@@ -1,19 +1,34 @@
-"""Run a simulator in a background thread with its own event loop (tests, benchmarks, tools).
+"""Run a simulator for tests, benchmarks and tools: in a background thread with its own event
+loop, or in a process of its own.
 
     with SimulatorThread(CryptocomSimulator(SimConfig(tick_interval=0.1))) as sim:
         print(sim.base_url)            # http://127.0.0.1:<free port>
         sim.call(sim.server.reset_state)
 
-Clients talk to it over real sockets from any thread or loop.
+    with SimulatorProcess("cryptocom", "--tick-interval", "0.2") as sim:
+        print(sim.base_url)            # http://127.0.0.1:<port the simulator bound>
+
+A thread is cheap and its state is at hand (`call`), but it shares the caller's GIL: while the
+caller's threads run, requests wait, and arrive at the simulator later and closer together than
+they were sent. Where that timing is what is measured (latency benchmarks, a rate limiter's
+pacing checked against the venue's limit), the simulator runs as `make run` runs it: in its own
+process (`manage.py run_exchange_simulator`). Clients talk to either over real sockets from any
+thread or loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import IO, Self, TypeVar
 
 from apps.exchanges.simulators.server import SimulatorServer
 
@@ -72,6 +87,69 @@ class SimulatorThread:
     @property
     def ws_url(self) -> str:
         return self.server.base_url.replace("http://", "ws://", 1)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+ROOT = Path(__file__).resolve().parents[3]
+_LISTENING = re.compile(r"simulator listening on (http://[\w.-]+:\d+)")
+
+
+class SimulatorProcess:
+    """`manage.py run_exchange_simulator <venue> <args>` in a process of its own, on a port it
+    binds itself (no race for a free one); start/stop are bounded in time. Its output goes to a
+    file (a pipe nobody reads could fill and stall it) and is quoted if it fails to start."""
+
+    def __init__(self, venue: str, *args: str, start_timeout: float = 30.0) -> None:
+        self.venue = venue
+        self.args = args
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base_url = ""
+        self._output: IO[bytes] | None = None
+
+    def start(self) -> Self:
+        # Appended to (reading it moves no writes); open until `stop`, which closes it.
+        self._output = tempfile.TemporaryFile(mode="a+b")  # noqa: SIM115
+        cmd = [sys.executable, "manage.py", "run_exchange_simulator", self.venue, "--port", "0", *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if match := _LISTENING.search(self.output()):
+                self.base_url = match.group(1)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        output = self.output()
+        self.stop()
+        raise RuntimeError(f"{self.venue} simulator did not start:\n{output[-2000:]}")
+
+    def output(self) -> str:
+        """What the process has printed so far."""
+        if self._output is None:
+            return ""
+        self._output.seek(0)
+        return self._output.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (the command stops cleanly), then SIGKILL if it has not exited in 10 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
     def __enter__(self) -> Self:
         return self.start()
