@@ -19,11 +19,16 @@ from apps.exchanges.models import ExchangeLink
 from apps.exchanges.venues import venue_spec
 from k2.api.exceptions import NotFoundError
 from k2.audit.services import record
+from k2.core.cache import redis_client
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
 
 STATE_PREFIX = "exchange-link-state:"
+# Redis channel (the default cache's server) announcing that a link was made, re-keyed or revoked;
+# the message is the venue. The user-stream followers (Procfile `streams`) re-read the active
+# links when one arrives, besides every K2_TRADING_STREAM_REFRESH_SECONDS.
+LINKS_CHANGED_CHANNEL = "k2:exchanges:links-changed"
 
 
 def _state_key(state: str) -> str:
@@ -64,6 +69,20 @@ async def _prove(adapter: ExchangeAdapter) -> int:
     return len(await adapter.get_balances())
 
 
+def _announce_links_changed(venue: str) -> None:
+    """Once the change is committed, tell the user-stream followers: a new link's stream starts at
+    once (the fills of its first orders arrive as they happen, not at the next refresh), a revoked
+    one's stops. Best effort: a follower that misses it still refreshes on its interval."""
+
+    def publish() -> None:
+        try:
+            redis_client(write=True).publish(LINKS_CHANGED_CHANNEL, venue)
+        except Exception as exc:  # Redis down: the change stands, the followers catch up later
+            log.warning("exchange_links_announce_failed", venue=venue, error=repr(exc))
+
+    transaction.on_commit(publish)
+
+
 def exchange_link_complete(*, user: Any, venue: str, state: str, key: str, secret: str) -> ExchangeLink:
     """Prove the credentials with a signed balance call; store them (encrypted) only if the
     venue accepts them. Wrong credentials or an unreachable venue store nothing."""
@@ -97,6 +116,7 @@ def exchange_link_complete(*, user: Any, venue: str, state: str, key: str, secre
             link,
             {"venue": venue, "key_hint": link.key_hint, "relinked": not created},
         )
+        _announce_links_changed(venue)
     return link
 
 
@@ -114,6 +134,7 @@ def exchange_link_revoke(*, user: Any, link_id: Any, actor: Any = None) -> Excha
             link.refresh_token = None
             link.save()
             record(actor or user, "exchange.unlinked", link, {"venue": link.exchange})
+            _announce_links_changed(link.exchange)
     return link
 
 
@@ -154,6 +175,7 @@ def exchange_link_check(*, link_id: Any) -> str:
                 {"venue": link.exchange, "user_id": str(link.user_id)},
             )
             transaction.on_commit(lambda: _tell_user_link_revoked(link))
+            _announce_links_changed(link.exchange)
         link.save(update_fields=fields)
     log.info("exchange_link_checked", link_id=str(link.pk), venue=link.exchange, outcome=outcome)
     return outcome

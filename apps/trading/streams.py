@@ -2,7 +2,10 @@
 
 One asyncio task per active exchange link holds that account's user stream (the adapter owns
 heartbeats, reconnects, re-auth and re-subscribe); the set of links is re-read every
-`K2_TRADING_STREAM_REFRESH_SECONDS`, so new links start and revoked ones stop without a restart.
+`K2_TRADING_STREAM_REFRESH_SECONDS`, so new links start and revoked ones stop without a restart,
+and at once when the exchanges app announces a change (`LINKS_CHANGED_CHANNEL` on Redis): a user
+who links an account and trades straight away has the stream follow the first order. A missed
+announcement (Redis down, the follower reconnecting) only waits for the next refresh.
 
 - an order update -> `order_apply_venue_state` (monotonic: a late message never regresses);
 - a fill -> `execution_record` (exactly once, unique venue trade id);
@@ -27,6 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
@@ -36,7 +40,7 @@ from apps.exchanges.adapters.base import BalanceUpdate, Fill, OrderState, Stream
 from apps.exchanges.calls import open_adapter
 from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
-from apps.exchanges.services import link_credentials
+from apps.exchanges.services import LINKS_CHANGED_CHANNEL, link_credentials
 from k2.aio import cancel_and_wait
 from k2.observability.logging import get_logger
 
@@ -108,27 +112,61 @@ class UserStreamSupervisor:
         self.handled = 0
         self.failed = 0  # link refreshes and events whose work raised (logged; retried or reconciled)
         self.connects = 0
+        self.refreshes = 0  # reads of the active links
+        self.subscriptions = 0  # to the links' change announcements (the first, and each renewal)
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # refresh now (a link changed, or stopping)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     async def run(self) -> None:
         log.info("user_streams_started", venues=self.venues)
+        listener = asyncio.create_task(self._listen(), name="user-streams-links-changed")
         try:
             while not self._stop.is_set():
+                self._wake.clear()  # a change announced from here on is read by the next round
                 try:
                     links = await sync_to_async(_active_links)(self.venues)
                     self._sync(links)
+                    self.refreshes += 1
                 except Exception as exc:  # the database blinking must not end the process
                     self.failed += 1
                     log.warning("user_streams_refresh_failed", error=repr(exc))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.refresh_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self.refresh_seconds)
         finally:
-            await cancel_and_wait(*(task for _, task in self.tasks.values()))
+            await cancel_and_wait(listener, *(task for _, task in self.tasks.values()))
             self.tasks.clear()
             log.info("user_streams_stopped")
+
+    async def _listen(self) -> None:
+        """Wake the refresh loop whenever a link change is announced. Each (re)subscription wakes
+        it too: a change announced while no one was listening is read then."""
+        failures = 0
+        while True:
+            client = aioredis.Redis.from_url(settings.CACHES["default"]["LOCATION"], socket_connect_timeout=2)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(LINKS_CHANGED_CHANNEL)
+                self.subscriptions += 1
+                self._wake.set()
+                failures = 0
+                while True:
+                    if await pubsub.get_message(timeout=None) is not None:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: the periodic refresh goes on meanwhile
+                failures += 1
+                log.warning("user_streams_announcements_lost", attempt=failures, error=repr(exc))
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     def _sync(self, links: list[LinkInfo]) -> None:
         wanted = {link.link_id: link for link in links}

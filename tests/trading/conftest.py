@@ -114,11 +114,12 @@ def order_of(response: Any) -> Order:
 class StreamRunner:
     """`run_user_streams`'s supervisor on its own thread and event loop (as the process runs it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refresh_seconds: float = 0.2) -> None:
         from apps.trading.streams import UserStreamSupervisor
 
         self.supervisor: Any = None
         self._factory = UserStreamSupervisor
+        self.refresh_seconds = refresh_seconds
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = threading.Event()
@@ -127,7 +128,7 @@ class StreamRunner:
         asyncio.set_event_loop(self.loop)
 
         async def main() -> None:
-            self.supervisor = self._factory(refresh_seconds=0.2)
+            self.supervisor = self._factory(refresh_seconds=self.refresh_seconds)
             self.started.set()
             await self.supervisor.run()
 
@@ -147,17 +148,18 @@ class StreamRunner:
 
 
 @pytest.fixture
-def user_streams(transactional_db: Any) -> Iterator[Callable[[], StreamRunner]]:
-    """Start followers; their connections are kept between events, as the Procfile's streams
-    process keeps them (`DATABASE_CONN_MAX_AGE`; the setting is read when one connects)."""
+def user_streams(transactional_db: Any) -> Iterator[Callable[..., StreamRunner]]:
+    """Start followers (links re-read every `refresh_seconds`, 0.2 by default); their connections
+    are kept between events, as the Procfile's streams process keeps them
+    (`DATABASE_CONN_MAX_AGE`; the setting is read when one connects)."""
     from django.db import connection
 
     kept = connection.settings_dict["CONN_MAX_AGE"]
     connection.settings_dict["CONN_MAX_AGE"] = int(procfile_conn_max_age("streams"))
     runners: list[StreamRunner] = []
 
-    def start() -> StreamRunner:
-        runner = StreamRunner().__enter__()
+    def start(refresh_seconds: float = 0.2) -> StreamRunner:
+        runner = StreamRunner(refresh_seconds).__enter__()
         runners.append(runner)
         return runner
 

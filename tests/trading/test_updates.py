@@ -273,3 +273,33 @@ def test_the_stream_keeps_its_database_connection_and_replaces_one_the_server_en
     eventually(lambda: Order.objects.get(pk=order.pk).status == "filled")
     assert runner.supervisor.failed == 0  # nothing met the dead connection (events, link refreshes)
     assert _stream_backend_pid(runner) != before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_link_made_or_revoked_starts_or_stops_its_stream_at_once(
+    make_trader: Callable[..., Trader], user_streams: Callable[..., StreamRunner], settings: Any
+) -> None:
+    # Links are re-read once a minute here: only the exchanges app's announcement of the change
+    # can start the new link's stream (and stop the revoked one's) within seconds.
+    runner = user_streams(refresh_seconds=60)
+    supervisor = runner.supervisor
+    eventually(lambda: supervisor.subscriptions == 1 and supervisor.refreshes >= 1)
+    assert supervisor.tasks == {}
+    trader = make_trader()  # links a simulator account through the API
+    link_id = str(trader.user.exchange_links.get().pk)
+    eventually(lambda: link_id in supervisor.tasks, timeout=5)
+    eventually(lambda: supervisor.connects >= 1, timeout=5)  # the stream is up
+    assert trader.client.delete(f"/v1/exchanges/links/{link_id}").status_code == 204
+    eventually(lambda: link_id not in supervisor.tasks, timeout=5)
+
+    # Redis drops the follower's subscription: it subscribes again and hears the next change.
+    import redis
+
+    server = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    assert server.client_kill_filter(_type="pubsub") >= 1
+    server.close()
+    eventually(lambda: supervisor.subscriptions == 2, timeout=5)
+    second = make_trader()
+    second_id = str(second.user.exchange_links.get().pk)
+    eventually(lambda: second_id in supervisor.tasks, timeout=5)
+    assert supervisor.failed == 0
