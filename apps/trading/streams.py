@@ -42,6 +42,7 @@ from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
 from apps.exchanges.services import LINKS_CHANGED_CHANNEL, link_credentials
 from k2.aio import cancel_and_wait
+from k2.core.cache import redis_url
 from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -146,7 +147,7 @@ class UserStreamSupervisor:
         it too: a change announced while no one was listening is read then."""
         failures = 0
         while True:
-            client = aioredis.Redis.from_url(settings.CACHES["default"]["LOCATION"], socket_connect_timeout=2)
+            client = aioredis.Redis.from_url(redis_url(), socket_connect_timeout=2)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(LINKS_CHANGED_CHANNEL)

@@ -76,6 +76,13 @@ def redis_client(*, write: bool = False) -> Any:
     return _default().client(write=write)
 
 
+def redis_url() -> str:
+    """The URL of the default cache's Redis server that takes writes (its first, when LOCATION
+    lists replicas too): for clients `redis_client` cannot serve (asyncio, pub/sub)."""
+    backend: Any = _default()  # django-stubs do not declare the client's private attributes
+    return str(backend._cache._servers[0])
+
+
 def cache_decode(value: bytes) -> Any:
     """A raw value of the default cache's, as `cache.get` would return it."""
     return _default().decode(value)

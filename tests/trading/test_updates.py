@@ -277,7 +277,7 @@ def test_the_stream_keeps_its_database_connection_and_replaces_one_the_server_en
 
 @pytest.mark.django_db(transaction=True)
 def test_a_link_made_or_revoked_starts_or_stops_its_stream_at_once(
-    make_trader: Callable[..., Trader], user_streams: Callable[..., StreamRunner], settings: Any
+    make_trader: Callable[..., Trader], user_streams: Callable[..., StreamRunner]
 ) -> None:
     # Links are re-read once a minute here: only the exchanges app's announcement of the change
     # can start the new link's stream (and stop the revoked one's) within seconds.
@@ -295,7 +295,9 @@ def test_a_link_made_or_revoked_starts_or_stops_its_stream_at_once(
     # Redis drops the follower's subscription: it subscribes again and hears the next change.
     import redis
 
-    server = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    from k2.core.cache import redis_url
+
+    server = redis.Redis.from_url(redis_url())
     assert server.client_kill_filter(_type="pubsub") >= 1
     server.close()
     eventually(lambda: supervisor.subscriptions == 2, timeout=5)
