@@ -47,6 +47,8 @@ from k2.observability.logging import get_logger
 
 log = get_logger(__name__)
 
+CLIENT_NAME = "k2-user-streams"  # the follower's Redis connection, as CLIENT LIST shows it
+
 
 @dataclass(frozen=True)
 class LinkInfo:
@@ -147,7 +149,7 @@ class UserStreamSupervisor:
         it too: a change announced while no one was listening is read then."""
         failures = 0
         while True:
-            client = aioredis.Redis.from_url(redis_url(), socket_connect_timeout=2)
+            client = aioredis.Redis.from_url(redis_url(), socket_connect_timeout=2, client_name=CLIENT_NAME)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(LINKS_CHANGED_CHANNEL)

@@ -295,10 +295,12 @@ def test_a_link_made_or_revoked_starts_or_stops_its_stream_at_once(
     # Redis drops the follower's subscription: it subscribes again and hears the next change.
     import redis
 
+    from apps.trading.streams import CLIENT_NAME
     from k2.core.cache import redis_url
 
     server = redis.Redis.from_url(redis_url())
-    assert server.client_kill_filter(_type="pubsub") >= 1
+    (follower,) = [c["id"] for c in server.client_list() if c["name"] == CLIENT_NAME]
+    assert server.client_kill_filter(_id=follower) == 1
     server.close()
     eventually(lambda: supervisor.subscriptions == 2, timeout=5)
     second = make_trader()
