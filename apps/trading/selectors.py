@@ -29,8 +29,9 @@ def order_list(*, user: Any) -> QuerySet[Order]:
 
 
 def order_get(*, user: Any, order_id: Any) -> Order:
-    """One of the user's orders; another user's order is simply not found."""
-    order = Order.objects.filter(user=user, pk=order_id).first()
+    """One of the user's orders; another user's order is simply not found. Read without the ORM's
+    query compile (`row_get`): clients poll this, and the compile was over a third of its CPU."""
+    order = row_get(Order, pk=order_id, user_id=user.pk)
     if order is None:
         raise OrderNotFound()
     return order
