@@ -9,9 +9,13 @@ import pytest
 from apps.exchanges.adapters.errors import RateLimited
 from apps.exchanges.adapters.ratelimit import RateLimiter, RateRule, credential_fingerprint
 
+ORDERS = RateRule.per(5, 1.0)
 
-def limiter(redis, *, max_wait: float = 0.0, credential: str = "key-1") -> RateLimiter:
-    rules = {"orders": RateRule.per(5, 1.0), "global": RateRule.per(8, 1.0)}
+
+def limiter(
+    redis, *, max_wait: float = 0.0, credential: str = "key-1", orders: RateRule = ORDERS
+) -> RateLimiter:
+    rules = {"orders": orders, "global": RateRule.per(8, 1.0)}
     return RateLimiter(
         venue="testvenue",
         credential=credential,
@@ -26,8 +30,11 @@ async def test_bucket_state_lives_in_redis_not_in_the_process(aioredis, settings
     import redis.asyncio as redis
 
     other_connection = redis.Redis.from_url(settings.REDIS_URL)
+    # One token back every 2 s: the six reservations fall well inside one refill even on a loaded
+    # host (at 5/s a token came back every 200 ms, and in one full run the sixth one passed).
+    slow = RateRule.per(5, 10.0)
     try:
-        a, b = limiter(aioredis), limiter(other_connection)
+        a, b = limiter(aioredis, orders=slow), limiter(other_connection, orders=slow)
         for _ in range(3):
             await a.acquire("orders")
         for _ in range(2):
@@ -35,9 +42,10 @@ async def test_bucket_state_lives_in_redis_not_in_the_process(aioredis, settings
         with pytest.raises(RateLimited) as info:
             await b.acquire("orders")
         assert info.value.retry_after is not None
-        assert 0 < info.value.retry_after <= 0.25
-        await limiter(None).acquire("orders")  # an in-memory limiter knows nothing of Redis's bucket
-        other_key = limiter(other_connection, credential="key-2")
+        assert 0 < info.value.retry_after <= 2.0
+        # an in-memory limiter knows nothing of Redis's bucket
+        await limiter(None, orders=slow).acquire("orders")
+        other_key = limiter(other_connection, credential="key-2", orders=slow)
         await other_key.acquire("orders")  # another credential has its own bucket
     finally:
         await other_connection.aclose()
