@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 
 from apps.exchanges.simulators.harness import SimulatorProcess
-from bench.trading import cpu_seconds, host_speed_ms, percentile, prepare, price_below_market, start_web
+from bench.trading import cpu_seconds, percentile, prepare, price_below_market, run_measured, start_web
 from k2.devstack import procfile_env
 
 WARM_UP = 20
@@ -40,19 +40,17 @@ class Row:
 async def place_orders(http: httpx.AsyncClient, sim: str, orders: int) -> list[str]:
     """`orders` resting limit buys and two market buys through K2; returns the market orders' ids."""
     price = str(await price_below_market(sim))
-    for _ in range(orders):
-        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.001"}
-        response = await http.post("/v1/orders", json={**body, "price": price})
-        if response.status_code != 201:
-            raise RuntimeError(f"K2 answered {response.status_code}: {response.text[:300]}")
-    filled = []
-    for _ in range(2):
-        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "market", "quantity": "0.001"}
+
+    async def place(**body: str) -> str:
+        body = {"instrument": "BTC-USD", "side": "buy", "quantity": "0.001", **body}
         response = await http.post("/v1/orders", json=body)
         if response.status_code != 201:
             raise RuntimeError(f"K2 answered {response.status_code}: {response.text[:300]}")
-        filled.append(response.json()["data"]["id"])
-    return filled
+        return str(response.json()["data"]["id"])
+
+    for _ in range(orders):
+        await place(order_type="limit", price=price)
+    return [await place(order_type="market") for _ in range(2)]
 
 
 def record_fills(order_ids: list[str]) -> None:
@@ -113,13 +111,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.requests = max(10, min(args.requests, 5000))
     args.orders = max(1, min(args.orders, 190))  # the simulator rests 200 orders per account and instrument
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        print("run under the devstack: python -m k2.devstack run -- python -m bench api_reads")
+    measured = run_measured("api_reads", run(args))
+    if measured is None:
         return 2
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
-    speed_before = host_speed_ms()
-    rows = asyncio.run(asyncio.wait_for(run(args), timeout=300))
-    speed_after = host_speed_ms()
+    rows, host_speed = measured
     header = f"{'endpoint':32} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'web CPU ms':>11}"
     print(header)
     print("-" * len(header))
@@ -129,8 +124,5 @@ def main(argv: list[str]) -> int:
             f"{max(row.samples):8.2f} {row.cpu_ms:11.2f}"
         )
     print("\nweb CPU: the web process's CPU time (user + system) per request, one worker")
-    print(
-        f"host speed: a fixed Python workload took {speed_before:.1f} ms before the run and "
-        f"{speed_after:.1f} ms after (lower is faster; compare runs by it)"
-    )
+    print(host_speed)
     return 0

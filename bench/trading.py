@@ -38,11 +38,12 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -50,6 +51,7 @@ from apps.exchanges.simulators.harness import SimulatorProcess
 from k2.devstack import procfile_env
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 PASSWORD = "bench-Passw0rd!-bench"
 QUANTITY = Decimal("0.001")
 WARM_UP_ORDERS = 2
@@ -316,6 +318,23 @@ def host_speed_ms(rounds: int = 5) -> float:
     return best * 1000
 
 
+def run_measured(name: str, work: Coroutine[Any, Any, T]) -> tuple[T, str] | None:
+    """Run a bench's `work` (at most 300 s) between two readings of the host's speed: (its
+    result, the line reporting the speed). None, with `work` not run, outside the devstack."""
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        work.close()
+        print(f"run under the devstack: python -m k2.devstack run -- python -m bench {name}")
+        return None
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
+    before = host_speed_ms()
+    result = asyncio.run(asyncio.wait_for(work, timeout=300))
+    after = host_speed_ms()
+    return result, (
+        f"host speed: a fixed Python workload took {before:.1f} ms before the run and "
+        f"{after:.1f} ms after (lower is faster; compare runs by it)"
+    )
+
+
 async def through_k2(
     web: str,
     sim: str,
@@ -454,13 +473,10 @@ def main(argv: list[str]) -> int:
     args.clients = max(1, min(args.clients, 50))
     args.per_client = max(5, min(args.per_client, 100))
     args.rate = max(1.0, min(args.rate, 500.0))
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        print("run under the devstack: python -m k2.devstack run -- python -m bench trading")
+    measured = run_measured("trading", run(args))
+    if measured is None:
         return 2
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
-    speed_before = host_speed_ms()
-    rows = asyncio.run(asyncio.wait_for(run(args), timeout=300))
-    speed_after = host_speed_ms()
+    rows, host_speed = measured
     print_table(rows)
     crowded, most = bursts(schedule(args.clients, args.per_client, args.rate, args.seed))
     print(
@@ -475,10 +491,7 @@ def main(argv: list[str]) -> int:
     print(f"venue balance reads by K2 (risk snapshots re-read in the background), per timed orders: {reads}")
     cpu = ", ".join(f"{mode.split(',')[0]} {k.web_cpu_ms:.2f}" for mode, _, k in rows)
     print(f"web CPU per K2 order, ms (every web worker, user + system, the phase's timed orders): {cpu}")
-    print(
-        f"host speed: a fixed Python workload took {speed_before:.1f} ms before the run and "
-        f"{speed_after:.1f} ms after (lower is faster; compare runs by it)"
-    )
+    print(host_speed)
     return 0
 
 

@@ -72,15 +72,9 @@ async def _prove(adapter: ExchangeAdapter) -> int:
 def _announce_links_changed(venue: str) -> None:
     """Once the change is committed, tell the user-stream followers: a new link's stream starts at
     once (the fills of its first orders arrive as they happen, not at the next refresh), a revoked
-    one's stops. Best effort: a follower that misses it still refreshes on its interval."""
-
-    def publish() -> None:
-        try:
-            redis_client(write=True).publish(LINKS_CHANGED_CHANNEL, venue)
-        except Exception as exc:  # Redis down: the change stands, the followers catch up later
-            log.warning("exchange_links_announce_failed", venue=venue, error=repr(exc))
-
-    transaction.on_commit(publish)
+    one's stops. Best effort (`robust`: Redis down is logged, the change stands): a follower that
+    misses it still refreshes on its interval."""
+    transaction.on_commit(lambda: redis_client(write=True).publish(LINKS_CHANGED_CHANNEL, venue), robust=True)
 
 
 def exchange_link_complete(*, user: Any, venue: str, state: str, key: str, secret: str) -> ExchangeLink:

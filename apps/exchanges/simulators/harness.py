@@ -35,7 +35,25 @@ from apps.exchanges.simulators.server import SimulatorServer
 R = TypeVar("R")
 
 
-class SimulatorThread:
+class _Runner:
+    """`with runner:` starts it and stops it, whatever happens inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class SimulatorThread(_Runner):
     """Owns a thread running `server` until `stop()`; start/stop are bounded in time."""
 
     def __init__(self, server: SimulatorServer, *, start_timeout: float = 15.0) -> None:
@@ -88,20 +106,12 @@ class SimulatorThread:
     def ws_url(self) -> str:
         return self.server.base_url.replace("http://", "ws://", 1)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 ROOT = Path(__file__).resolve().parents[3]
 _LISTENING = re.compile(r"simulator listening on (http://[\w.-]+:\d+)")
 
 
-class SimulatorProcess:
+class SimulatorProcess(_Runner):
     """`manage.py run_exchange_simulator <venue> <args>` in a process of its own, on a port it
     binds itself (no race for a free one); start/stop are bounded in time. Its output goes to a
     file (a pipe nobody reads could fill and stall it) and is quoted if it fails to start."""
@@ -150,11 +160,3 @@ class SimulatorProcess:
         if self._output is not None:
             self._output.close()
             self._output = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
