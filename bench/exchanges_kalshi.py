@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
-
-import httpx
 
 from apps.exchanges.adapters.base import (
     Credentials,
@@ -23,8 +18,7 @@ from apps.exchanges.adapters.base import (
     Side,
 )
 from apps.exchanges.adapters.kalshi import KalshiAdapter, KalshiSettings, RestSettings, StreamSettings
-from apps.exchanges.simulators.harness import SimulatorProcess
-from bench.exchanges_cryptocom import Result, _redis, percentile, print_table
+from bench.exchanges_cryptocom import Result, bench_main, count_events, simulator_account, time_place_cancel
 
 
 async def order_round_trips(base_url: str, creds: Credentials, n: int, limited: bool, redis: Any) -> Result:
@@ -38,78 +32,42 @@ async def order_round_trips(base_url: str, creds: Credentials, n: int, limited: 
         redis=redis if limited else None,
     ) as adapter:
         ticker = (await adapter.get_instruments())[0].symbol
-        samples: list[float] = []
-        started = time.perf_counter()
-        for _ in range(n):
-            request = OrderRequest(
+
+        def request() -> OrderRequest:
+            return OrderRequest(
                 ticker, Side.BUY, OrderType.LIMIT, Decimal(1), uuid.uuid4().hex, price=Decimal("0.01"),
                 outcome=Outcome.YES,
             )  # fmt: skip
-            t0 = time.perf_counter()
-            ack = await adapter.place_order(request)
-            await adapter.cancel_order(venue_order_id=ack.venue_order_id)
-            samples.append((time.perf_counter() - t0) * 1000)
-        elapsed = time.perf_counter() - started
-    return Result(name, n, elapsed, percentile(samples, 0.5), percentile(samples, 0.99), max(samples))
+
+        return await time_place_cancel(adapter, request, n, name)
 
 
 async def stream_throughput(base_url: str, creds: Credentials, seconds: float) -> Result:
     """Books, tickers and trades of every market on one signed socket; normalised events per second."""
     settings = KalshiSettings(stream=StreamSettings())
-    count = 0
     async with KalshiAdapter(
         credentials=creds, base_url=f"{base_url}/trade-api/v2", settings=settings
     ) as adapter:
         tickers = [i.symbol for i in await adapter.get_instruments()]
         channels = (MarketChannel.BOOK, MarketChannel.TICKER, MarketChannel.TRADES)
         subs = [MarketSubscription(ch, t) for t in tickers for ch in channels]
-        stream = adapter.market_stream(subs)
-        async with stream:
-            events = aiter(stream)
-            await asyncio.wait_for(anext(events), 10)
-            started = time.perf_counter()
-            deadline = started + seconds
-            while (now := time.perf_counter()) < deadline:
-                try:
-                    await asyncio.wait_for(anext(events), max(0.001, deadline - now))
-                except TimeoutError:
-                    break
-                count += 1
-            elapsed = time.perf_counter() - started
+        count, elapsed = await count_events(adapter.market_stream(subs), seconds)
     return Result(f"market stream events ({len(tickers)} markets)", count, elapsed)
 
 
 async def run(args: argparse.Namespace) -> list[Result]:
-    # The simulator in its own process (as in `make run`), so it does not share our GIL.
-    with SimulatorProcess("kalshi", "--tick-interval", str(args.tick), "--no-rate-limits") as sim:
-        base_url = sim.base_url
-        redis = await _redis()
-        try:
-            account = httpx.post(f"{base_url}/_sim/accounts", json={}, timeout=5).json()
-            creds = Credentials(account["api_key_id"], account["private_key_pem"])
-            results = [await order_round_trips(base_url, creds, args.orders, False, None)]
-            if redis is not None:
-                limited = min(args.orders, 60)  # basic tier: 100 write tokens/s, 12 per place+cancel
-                results.append(await order_round_trips(base_url, creds, limited, True, redis))
-            results.append(await stream_throughput(base_url, creds, args.seconds))
-        finally:
-            if redis is not None:
-                await redis.aclose()
+    async with simulator_account("kalshi", args.tick) as (base_url, account, redis):
+        creds = Credentials(account["api_key_id"], account["private_key_pem"])
+        results = [await order_round_trips(base_url, creds, args.orders, False, None)]
+        if redis is not None:
+            limited = min(args.orders, 60)  # basic tier: 100 write tokens/s, 12 per place+cancel
+            results.append(await order_round_trips(base_url, creds, limited, True, redis))
+        results.append(await stream_throughput(base_url, creds, args.seconds))
     return results
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench exchanges_kalshi", description=__doc__)
-    parser.add_argument("--orders", type=int, default=300, help="place+cancel pairs (default 300)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="stream measuring window (default 3)")
-    parser.add_argument("--tick", type=float, default=0.05, help="simulator market tick in s (default 0.05)")
-    args = parser.parse_args(argv)
-    args.orders = max(1, min(args.orders, 10_000))
-    args.seconds = max(0.5, min(args.seconds, 60))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
-    results = asyncio.run(asyncio.wait_for(run(args), timeout=120))
-    print_table(results)
-    return 0
+    return bench_main("python -m bench exchanges_kalshi", __doc__, run, argv)
 
 
 if __name__ == "__main__":
