@@ -156,6 +156,16 @@ def _save(order: Order) -> None:
     row_update(order, _SAVE_FIELDS, along=held_entries())
 
 
+def _order_move(order: Order, *, status: str, source: str, actor: Any = None, **why: Any) -> bool:
+    """Move a locked order to `status` (`order_transition`; `why`: its error code, message and
+    details); if it moved, write it with its audit entries and announce it after commit."""
+    if not order_transition(order, status=status, source=source, actor=actor, **why):
+        return False
+    _save(order)
+    order_announce(order, status_changed_to=order.status)
+    return True
+
+
 def _merge_numbers(
     order: Order, *, filled: Decimal, avg: Decimal | None, fees: Decimal, fee_currency: str | None
 ) -> bool:
@@ -568,9 +578,7 @@ def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.Risk
             "reference_price": str(inputs.reference_price or ""),
             "price_source": inputs.price_source,
         }
-        order_transition(order, status=OrderStatus.SUBMITTED, source="risk", actor=actor)
-        _save(order)
-        order_announce(order, status_changed_to=order.status)
+        _order_move(order, status=OrderStatus.SUBMITTED, source="risk", actor=actor)
     return order
 
 
@@ -657,12 +665,10 @@ def _order_mark_unknown(
     with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
-        if order_transition(
+        order.metadata = {**order.metadata, "unknown_reason": reason}
+        _order_move(
             order, status=OrderStatus.UNKNOWN, source="submit", actor=actor, details={"reason": reason}
-        ):
-            order.metadata = {**order.metadata, "unknown_reason": reason}
-            _save(order)
-            order_announce(order, status_changed_to=order.status)
+        )
         pk = str(order.pk)
         transaction.on_commit(
             lambda: order_reconcile_task.apply_async(
@@ -681,7 +687,7 @@ def _order_venue_rejected(
         assert order is not None
         details = {"venue": order.exchange, "venue_code": error.venue_code}
         order.metadata = {**order.metadata, "rejection": {"venue": order.exchange}, "rejected_by": "venue"}
-        if order_transition(
+        _order_move(
             order,
             status=OrderStatus.REJECTED,
             source="submit",
@@ -689,9 +695,7 @@ def _order_venue_rejected(
             error_code=error.code,
             error_message=error.message,
             details=details,
-        ):
-            _save(order)
-            order_announce(order, status_changed_to=order.status)
+        )
     return order
 
 
@@ -710,9 +714,7 @@ def order_cancel(*, order_id: Any, user: Any = None, actor: Any = None) -> Order
         if order.status in TERMINAL_STATUSES:
             raise OrderNotCancellable(details={"order_id": str(order.pk), "status": order.status})
         if order.status == OrderStatus.PENDING:
-            order_transition(order, status=OrderStatus.CANCELLED, source="cancel", actor=actor or user)
-            _save(order)
-            order_announce(order, status_changed_to=order.status)
+            _order_move(order, status=OrderStatus.CANCELLED, source="cancel", actor=actor or user)
             return order
         order.cancel_requested_at = timezone.now()
         record(actor or user, "order.cancel_requested", order, {"status": order.status})
@@ -804,11 +806,7 @@ def orders_cancel_all(
                 if order is None or order.status in TERMINAL_STATUSES:
                     continue
                 if order.status == OrderStatus.PENDING:
-                    order_transition(
-                        order, status=OrderStatus.CANCELLED, source="cancel_all", actor=actor or user
-                    )
-                    _save(order)
-                    order_announce(order, status_changed_to=order.status)
+                    _order_move(order, status=OrderStatus.CANCELLED, source="cancel_all", actor=actor or user)
                     cancelled.append(str(order.pk))
                     continue
                 order.cancel_requested_at = timezone.now()
@@ -911,7 +909,7 @@ def _order_settle_missing(*, order_id: Any, expect: str, code: str, actor: Any) 
             return order
         order.reconciled_at = timezone.now()
         order.metadata = {**order.metadata, "rejection": {}, "rejected_by": "reconcile"}
-        order_transition(
+        _order_move(
             order,
             status=OrderStatus.REJECTED,
             source="reconcile",
@@ -919,8 +917,6 @@ def _order_settle_missing(*, order_id: Any, expect: str, code: str, actor: Any) 
             error_code=code,
             error_message=messages[code],
         )
-        _save(order)
-        order_announce(order, status_changed_to=order.status)
     return order
 
 
