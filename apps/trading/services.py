@@ -646,22 +646,21 @@ def _order_refresh(*, order: Order, credentials: Any, actor: Any) -> Order | Non
         return None  # the user stream or reconciliation will tell
     applied = order_apply_venue_state(order_id=order.pk, state=state, source="submit", actor=actor)
     if state.filled_quantity > 0:
-        from apps.trading.tasks import order_reconcile_task
-
-        # The user stream normally records the fills; this makes sure they are never missing.
-        pk = str(order.pk)
-        countdown = settings.K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS
-        transaction.on_commit(
-            lambda: order_reconcile_task.apply_async((pk,), countdown=countdown), robust=True
-        )
+        _reconcile_soon(order)  # the user stream normally records the fills: never missing
     return applied
+
+
+def _reconcile_soon(order: Order) -> None:
+    """Once the transaction commits (at once outside one), queue a reconciliation of `order`."""
+    from apps.trading.tasks import order_reconcile_task
+
+    pk, countdown = str(order.pk), settings.K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS
+    transaction.on_commit(lambda: order_reconcile_task.apply_async((pk,), countdown=countdown), robust=True)
 
 
 def _order_mark_unknown(
     *, order_id: Any, reason: str, actor: Any, calls: CallRecorder | None = None
 ) -> Order:
-    from apps.trading.tasks import order_reconcile_task
-
     with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
@@ -669,13 +668,7 @@ def _order_mark_unknown(
         _order_move(
             order, status=OrderStatus.UNKNOWN, source="submit", actor=actor, details={"reason": reason}
         )
-        pk = str(order.pk)
-        transaction.on_commit(
-            lambda: order_reconcile_task.apply_async(
-                (pk,), countdown=settings.K2_TRADING_UNKNOWN_FIRST_CHECK_SECONDS
-            ),
-            robust=True,
-        )
+        _reconcile_soon(order)
     return order
 
 
