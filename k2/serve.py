@@ -4,10 +4,12 @@
 
 One worker (the default) is plain uvicorn in this process. With several, each worker listens on
 a socket of its own, bound to the same address with SO_REUSEPORT, and the kernel spreads new
-connections across them. uvicorn's own `--workers` gives every worker one shared socket: all of
-them wake for a new connection and the first to run accepts every connection waiting, so a burst
-of keep-alive connections (a load balancer's pool, the trading bench's 20 clients) lands on one
-worker while the others idle; in the bench one worker got 1176 of 1182 orders, with two workers.
+connections across them (by a hash of each connection's addresses: even on average, not for a
+handful; the trading bench's 20 connections have split about 14/6). uvicorn's own `--workers`
+gives every worker one shared socket: all of them wake for a new connection and the first to run
+accepts every connection waiting, so a burst of keep-alive connections (a load balancer's pool,
+the trading bench's 20 clients) lands on one worker while the others idle; in the bench one
+worker got 1176 of 1182 orders, with two workers.
 
 This process only supervises: it starts the workers, starts a new one in place of one that dies
 (unless it failed starting up, which would only fail again: then everything stops), and on SIGTERM
