@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from apps.exchanges.simulators.harness import SimulatorProcess
-from bench.trading import start_web
+from bench.trading import percentile, start_web
 
 PASSWORD = "bench-Passw0rd!-portfolio"
 SCENARIOS: list[tuple[str, int, int]] = [
@@ -47,8 +47,7 @@ class Row:
     statuses: dict[str, str]
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return percentile(self.samples, q)
 
 
 def prepare(cc: str, ks: str) -> dict[str, Any]:

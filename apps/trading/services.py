@@ -156,14 +156,12 @@ def _save(order: Order) -> None:
     row_update(order, _SAVE_FIELDS, along=held_entries())
 
 
-def _order_move(order: Order, *, status: str, source: str, actor: Any = None, **why: Any) -> bool:
+def _order_move(order: Order, *, status: str, source: str, actor: Any = None, **why: Any) -> None:
     """Move a locked order to `status` (`order_transition`; `why`: its error code, message and
     details); if it moved, write it with its audit entries and announce it after commit."""
-    if not order_transition(order, status=status, source=source, actor=actor, **why):
-        return False
-    _save(order)
-    order_announce(order, status_changed_to=order.status)
-    return True
+    if order_transition(order, status=status, source=source, actor=actor, **why):
+        _save(order)
+        order_announce(order, status_changed_to=order.status)
 
 
 def _merge_numbers(
