@@ -156,10 +156,21 @@ def _save(order: Order) -> None:
     row_update(order, _SAVE_FIELDS, along=held_entries())
 
 
-def _order_move(order: Order, *, status: str, source: str, actor: Any = None, **why: Any) -> None:
+def _order_move(
+    order: Order,
+    *,
+    status: str,
+    source: str,
+    actor: Any = None,
+    note: dict[str, Any] | None = None,
+    **why: Any,
+) -> None:
     """Move a locked order to `status` (`order_transition`; `why`: its error code, message and
-    details); if it moved, write it with its audit entries and announce it after commit."""
+    details); if it moved, add `note` to its metadata, write it with its audit entries and
+    announce it after commit. An order that did not move is left as it was."""
     if order_transition(order, status=status, source=source, actor=actor, **why):
+        if note:
+            order.metadata = {**order.metadata, **note}
         _save(order)
         order_announce(order, status_changed_to=order.status)
 
@@ -662,9 +673,13 @@ def _order_mark_unknown(
     with atomic_audited():
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
-        order.metadata = {**order.metadata, "unknown_reason": reason}
         _order_move(
-            order, status=OrderStatus.UNKNOWN, source="submit", actor=actor, details={"reason": reason}
+            order,
+            status=OrderStatus.UNKNOWN,
+            source="submit",
+            actor=actor,
+            note={"unknown_reason": reason},
+            details={"reason": reason},
         )
         _reconcile_soon(order)
     return order
@@ -677,12 +692,12 @@ def _order_venue_rejected(
         order = _order_lock_audited(order_id=order_id, calls=calls, actor=actor)
         assert order is not None
         details = {"venue": order.exchange, "venue_code": error.venue_code}
-        order.metadata = {**order.metadata, "rejection": {"venue": order.exchange}, "rejected_by": "venue"}
         _order_move(
             order,
             status=OrderStatus.REJECTED,
             source="submit",
             actor=actor,
+            note={"rejection": {"venue": order.exchange}, "rejected_by": "venue"},
             error_code=error.code,
             error_message=error.message,
             details=details,
@@ -899,12 +914,12 @@ def _order_settle_missing(*, order_id: Any, expect: str, code: str, actor: Any) 
         if order is None or order.status != expect:
             return order
         order.reconciled_at = timezone.now()
-        order.metadata = {**order.metadata, "rejection": {}, "rejected_by": "reconcile"}
         _order_move(
             order,
             status=OrderStatus.REJECTED,
             source="reconcile",
             actor=actor,
+            note={"rejection": {}, "rejected_by": "reconcile"},
             error_code=code,
             error_message=messages[code],
         )
