@@ -350,10 +350,27 @@ def pipelined() -> Iterator[None]:
     try:
         with db.wrap_database_errors, db.connection.pipeline():
             yield
+    except BaseException:
+        _prepared_forget(db)
+        raise
     finally:
         _pipeline_checks.reset(token)
     for check in checks:
         check()
+
+
+def _prepared_forget(db: BaseDatabaseWrapper) -> None:
+    """After a block that failed: the connection's prepared statements are forgotten, and
+    deallocated on the server with its next statement (`DEALLOCATE ALL`, psycopg's own
+    maintenance). A statement due to be prepared (`DATABASE_PREPARE_THRESHOLD`) is counted as
+    prepared by psycopg (3.3.9) once its PREPARE is sent, and for a statement it has seen
+    before, never checked: when an earlier statement of the block fails, the server skips the
+    rest of the block, PREPARE included, and every later run of that statement on the
+    connection would fail ("prepared statement "_pg3_N" does not exist"). In a transaction the
+    ROLLBACK that follows makes psycopg forget them itself; in autocommit (the order path's
+    own blocks) nothing did. Statements are prepared again after as many runs as at first."""
+    if db.connection is not None:
+        db.connection._prepared.clear()
 
 
 def _when_answered(check: Callable[[], None]) -> None:

@@ -327,3 +327,39 @@ def test_rows_where_later_is_read_after_its_block_and_never_when_the_block_fails
     with pytest.raises(IntegrityError):
         insert_then_read()
     assert Order.objects.filter(user=user).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as the order path's own blocks run
+def test_a_statement_skipped_by_a_failed_block_still_runs_on_that_connection(user: Any) -> None:
+    """A statement run often enough on a connection is prepared there (DATABASE_PREPARE_THRESHOLD)
+    on its next run. psycopg (3.3.9) counts it as prepared as soon as it sends the PREPARE, and
+    checks that only for a statement it had never seen: when an earlier statement of the block
+    fails, the server skips the rest of the block, PREPARE included, and every later run of the
+    statement on that connection failed ("prepared statement "_pg3_N" does not exist"). On the
+    order path, an idempotent replay (a duplicate insert, then the risk configuration's read)
+    left half the web process's pooled connections refusing every new order with a 500."""
+    threshold = connection.connection.prepare_threshold
+    assert threshold is not None  # the statement below is prepared on its (threshold + 1)th run
+    order = new_order(user)
+    row_insert(order)
+    query = (Order, "user_id = %s", [user.pk])
+
+    def read() -> list[Any]:
+        with pipelined():
+            rows = rows_where_later(query)
+        ((found,),) = rows()
+        return [found.pk]
+
+    for _ in range(threshold):
+        assert read() == [order.pk]
+    duplicate = new_order(user, client_order_id=order.client_order_id)
+
+    def insert_then_read() -> None:
+        with pipelined():
+            row_insert(duplicate)  # fails: the read after it, due to be prepared, is skipped
+            rows_where_later(query)
+
+    with pytest.raises(IntegrityError):
+        insert_then_read()
+    for _ in range(threshold + 2):  # unprepared, then prepared again
+        assert read() == [order.pk]

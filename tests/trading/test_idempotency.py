@@ -81,6 +81,21 @@ def test_replay_of_a_rejected_order_gives_the_same_rejection(make_trader: Any) -
     assert Order.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # autocommit, as served: no test transaction around it
+def test_replays_leave_the_connection_able_to_place_orders(trader: Trader) -> None:
+    """A replay's insert fails on the unique key in a pipelined block, and the server skips the
+    statement after it; with psycopg's prepared-statement count, that used to leave the
+    connection refusing every later order ("prepared statement ... does not exist": a 500)."""
+    price = str(trader.below_market())
+    assert trader.place(client_order_id="again-1", price=price).status_code == 201
+    for _ in range(4):  # past DATABASE_PREPARE_THRESHOLD (2) on this one connection
+        assert trader.place(client_order_id="again-1", price=price).status_code == 200
+    for n in range(4):
+        assert trader.place(client_order_id=f"after-{n}", price=price).status_code == 201
+    assert Order.objects.filter(status="open").count() == 5
+    assert trader.venue_state()["orders"] == 5
+
+
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_posts_make_one_order_and_one_venue_order(trader: Trader) -> None:
     body = {
