@@ -23,3 +23,12 @@ class ExchangeRequestFailed(ApplicationError):
     code = "EXCHANGE_ERROR"
     status_code = status.HTTP_502_BAD_GATEWAY
     default_message = "The venue answered with an error."
+
+
+class ExchangeAccountChanged(ApplicationError):
+    code = "EXCHANGE_ACCOUNT_CHANGED"
+    status_code = status.HTTP_409_CONFLICT
+    default_message = (
+        "These credentials cannot see your open orders on this venue: they are for another account. "
+        "Cancel those orders first, or link the account that holds them. Nothing was stored."
+    )

@@ -7,6 +7,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+import django.dispatch
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -14,7 +15,12 @@ from django.utils import timezone
 
 from apps.exchanges.adapters.base import Credentials, ExchangeAdapter
 from apps.exchanges.choices import LinkStatus
-from apps.exchanges.exceptions import ExchangeAuthFailed, ExchangeUnavailable, LinkStateInvalid
+from apps.exchanges.exceptions import (
+    ExchangeAccountChanged,
+    ExchangeAuthFailed,
+    ExchangeUnavailable,
+    LinkStateInvalid,
+)
 from apps.exchanges.models import ExchangeLink
 from apps.exchanges.venues import venue_spec
 from k2.api.exceptions import NotFoundError
@@ -77,16 +83,25 @@ def _announce_links_changed(venue: str) -> None:
     transaction.on_commit(lambda: redis_client(write=True).publish(LINKS_CHANGED_CHANNEL, venue), robust=True)
 
 
+# Sent when credentials for a user's link have proved themselves with the venue, before they
+# are stored (a first link, or new ones for an existing link): `user`, `venue`, `credentials`.
+# A receiver refuses them by raising `ExchangeAccountChanged` (or `ExchangeUnavailable`): nothing
+# is stored. Trading's receiver checks that the user's resting orders there stay reachable.
+link_credentials_proved = django.dispatch.Signal()
+
+
 def exchange_link_complete(*, user: Any, venue: str, state: str, key: str, secret: str) -> ExchangeLink:
     """Prove the credentials with a signed balance call; store them (encrypted) only if the
-    venue accepts them. Wrong credentials or an unreachable venue store nothing."""
+    venue accepts them and no receiver of `link_credentials_proved` refuses them. Wrong
+    credentials, an unreachable venue or a refusal store nothing."""
     from apps.exchanges.calls import run_venue_call
 
     _consume_state(user=user, venue=venue, state=state)
     credentials = Credentials(api_key=key, api_secret=secret)
     try:
         run_venue_call(venue, _prove, credentials=credentials, actor=user, target=("exchange", venue))
-    except (ExchangeAuthFailed, ExchangeUnavailable) as error:
+        link_credentials_proved.send(sender=ExchangeLink, user=user, venue=venue, credentials=credentials)
+    except (ExchangeAuthFailed, ExchangeUnavailable, ExchangeAccountChanged) as error:
         record(user, "exchange.link_failed", details={"venue": venue, "code": error.code})
         raise
     now = timezone.now()
