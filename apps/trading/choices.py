@@ -22,6 +22,8 @@ class OrderStatus(models.TextChoices):
 TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
 # Orders whose venue state may still change: reconciliation asks the venue about these.
 LIVE_STATUSES = frozenset({OrderStatus.SUBMITTED, OrderStatus.UNKNOWN, OrderStatus.OPEN, OrderStatus.PARTIAL})
+# Orders whose very submission is not settled yet: reconciliation takes these first.
+IN_DOUBT_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.SUBMITTED, OrderStatus.UNKNOWN})
 # Orders the user can cancel (pending ones are cancelled locally, the others at the venue).
 CANCELLABLE_STATUSES = frozenset({OrderStatus.PENDING, *LIVE_STATUSES})
 

@@ -11,14 +11,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.exchanges.choices import LinkStatus
 from apps.exchanges.models import ExchangeLink
 from apps.marketdata.models import Instrument
-from apps.trading.choices import LIVE_STATUSES, KillSwitchScope, OrderStatus
+from apps.trading.choices import IN_DOUBT_STATUSES, LIVE_STATUSES, KillSwitchScope, OrderStatus
 from apps.trading.exceptions import OrderNotFound
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
 from k2.core.queries import row_get, rows_where, rows_where_later
@@ -80,15 +80,18 @@ def execution_totals(*, order_id: Any) -> tuple[Decimal, Decimal | None, Decimal
 
 
 def order_ids_to_reconcile(*, limit: int) -> list[Any]:
-    """Orders whose venue state may differ from ours, least recently reconciled first; plus
-    `pending` orders older than the grace period (their placing request died)."""
+    """Orders whose venue state may differ from ours, plus `pending` orders older than the grace
+    period (their placing request died). Those in doubt (pending, submitted, unknown) first,
+    then the least recently reconciled (never first): every attempt, even one that could not
+    ask the venue, sends an order to the back, so no order holds the others up."""
     now = timezone.now()
     stale_pending = now - timedelta(seconds=settings.K2_TRADING_RECONCILE_GRACE_SECONDS)
+    in_doubt = Case(When(status__in=IN_DOUBT_STATUSES, then=Value(0)), default=Value(1))
     live = list(
         Order.objects.filter(
             Q(status__in=LIVE_STATUSES) | Q(status=OrderStatus.PENDING, created_at__lt=stale_pending)
         )
-        .order_by("reconciled_at", "created_at")
+        .order_by(in_doubt, F("reconciled_at").asc(nulls_first=True), "created_at")
         .values_list("pk", flat=True)[:limit]
     )
     # Finished orders (last day) whose fills are not all recorded yet.

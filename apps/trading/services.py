@@ -846,8 +846,12 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
     - `pending` past the grace period: its placing request died before sending, so it is
       rejected (`SUBMISSION_ABANDONED`) without asking the venue;
     - not found at the venue while `submitted`/`unknown`, past the grace period: rejected
-      (`NOT_FOUND_AT_VENUE`; overturned if the venue ever shows it);
+      (`NOT_FOUND_AT_VENUE`; overturned if the venue ever shows it); while `open`/`partial`
+      (acknowledged, so possibly filled): left as it is, with a warning;
+    - no active link (unlinked, or its key refused): left as it is, without asking the venue;
     - otherwise the venue's state and any unrecorded fills are applied.
+
+    Every attempt sets `reconciled_at`, which orders the beat's queue (`order_ids_to_reconcile`).
     """
     order = Order.objects.filter(pk=order_id).select_related("user").first()
     if order is None:
@@ -864,9 +868,10 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
         recorded, _, _ = selectors.execution_totals(order_id=order.pk)
         if recorded >= order.filled_quantity:
             return order  # finished and fully accounted for
-    link = ExchangeLink.objects.filter(user_id=order.user_id, exchange=order.exchange).first()
+    link = exchange_link_active(user=order.user, venue=order.exchange)
     if link is None or not link.access_token:
         log.warning("reconcile_no_credentials", order_id=str(order.pk), venue=order.exchange)
+        _touch(order.pk)  # to the back of the queue, until the user links the venue again
         return order
     credentials = link_credentials(link)
 
@@ -884,10 +889,17 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
             return _order_settle_missing(
                 order_id=order.pk, expect=order.status, code=NOT_FOUND_AT_VENUE, actor=actor
             )
+        if order.status in (OrderStatus.OPEN, OrderStatus.PARTIAL):
+            # The venue acknowledged it once: it cannot be assumed gone (it may have filled), and
+            # the linked account is probably not the one that holds it. Left open, for ops.
+            log.warning(
+                "reconcile_acknowledged_order_not_found", order_id=str(order.pk), venue=order.exchange
+            )
         _touch(order.pk)
         return order
     except ex.ExchangeError as error:
         log.warning("reconcile_failed", order_id=str(order.pk), code=error.code)
+        _touch(order.pk)  # tried: the next beat takes the orders waiting longest first
         return order
     applied = order_apply_venue_state(order_id=order.pk, state=state, source="reconcile", actor=actor)
     if applied is not None:
