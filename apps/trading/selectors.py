@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -83,27 +83,38 @@ def order_ids_to_reconcile(*, limit: int) -> list[Any]:
     """Orders whose venue state may differ from ours, plus `pending` orders older than the grace
     period (their placing request died). Those in doubt (pending, submitted, unknown) first,
     then the least recently reconciled (never first): every attempt, even one that could not
-    ask the venue, sends an order to the back, so no order holds the others up."""
+    ask the venue, sends an order to the back, so no order holds the others up. Orders at a
+    venue the user has no active link to are left out (K2 cannot ask about them) until it is
+    linked again."""
     now = timezone.now()
     stale_pending = now - timedelta(seconds=settings.K2_TRADING_RECONCILE_GRACE_SECONDS)
     in_doubt = Case(When(status__in=IN_DOUBT_STATUSES, then=Value(0)), default=Value(1))
+    linked = Exists(
+        ExchangeLink.objects.filter(
+            user_id=OuterRef("user_id"), exchange=OuterRef("exchange"), status=LinkStatus.ACTIVE
+        )
+    )
     live = list(
-        Order.objects.filter(
-            Q(status__in=LIVE_STATUSES) | Q(status=OrderStatus.PENDING, created_at__lt=stale_pending)
+        Order.objects.alias(linked=linked)
+        .filter(
+            Q(status__in=LIVE_STATUSES, linked=True)
+            | Q(status=OrderStatus.PENDING, created_at__lt=stale_pending)
         )
         .order_by(in_doubt, F("reconciled_at").asc(nulls_first=True), "created_at")
         .values_list("pk", flat=True)[:limit]
     )
     # Finished orders (last day) whose fills are not all recorded yet.
     missing_fills = list(
-        Order.objects.filter(
+        Order.objects.alias(linked=linked)
+        .filter(
+            linked=True,
             status__in=(OrderStatus.FILLED, OrderStatus.CANCELLED),
             filled_quantity__gt=0,
             closed_at__gte=now - timedelta(days=1),
         )
         .annotate(recorded=Coalesce(Sum("executions__quantity"), Decimal(0)))
         .filter(recorded__lt=F("filled_quantity"))
-        .order_by("closed_at")
+        .order_by(F("reconciled_at").asc(nulls_first=True), "closed_at")
         .values_list("pk", flat=True)[: max(0, limit - len(live))]
     )
     return live + missing_fills

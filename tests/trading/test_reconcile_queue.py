@@ -15,6 +15,12 @@ from k2.audit.models import AuditEntry
 from tests.trading.conftest import Trader, order_of
 
 
+def relink(trader: Trader) -> Any:
+    state = trader.client.get("/v1/auth/link/cryptocom/initiate").json()["data"]["state"]
+    body = {"state": state, "api_key": trader.account["api_key"], "api_secret": trader.account["api_secret"]}
+    return trader.client.post("/v1/auth/link/cryptocom/callback", body, format="json")
+
+
 def beat() -> list[Any]:
     """One beat: the batch it picks, each reconciled as its task would."""
     ids = orders_reconcile_ids()
@@ -40,25 +46,47 @@ def test_an_order_in_doubt_is_taken_before_resting_ones(trader: Trader, settings
 
 
 @pytest.mark.django_db
-def test_an_order_of_an_unlinked_account_does_not_hold_up_the_queue(make_trader: Any, settings: Any) -> None:
+def test_an_order_of_an_unlinked_account_is_left_out_until_linked_again(
+    make_trader: Any, settings: Any
+) -> None:
     settings.K2_TRADING_RECONCILE_BATCH = 1
     gone: Trader = make_trader()
     staying: Trader = make_trader()
     orphan = order_of(gone.place())
-    beat()  # the orphan-to-be, reconciled first (the oldest)
     kept = order_of(staying.place())
-    beat()
-    kept.refresh_from_db()
-    seen = kept.reconciled_at
-    assert seen is not None
+    assert beat() == [orphan.pk]  # the oldest of two never reconciled
     link = ExchangeLink.objects.get(user=gone.user)
     assert gone.client.delete(f"/v1/exchanges/links/{link.pk}").status_code == 204
-    calls = AuditEntry.objects.filter(action="exchange.call").count()
 
-    assert beat() == [orphan.pk]  # no credentials: skipped, no venue call, and to the back
-    assert AuditEntry.objects.filter(action="exchange.call").count() == calls
     assert beat() == [kept.pk]
-    kept.refresh_from_db()
-    assert kept.reconciled_at is not None
-    assert kept.reconciled_at > seen
-    assert Order.objects.get(pk=orphan.pk).status == "open"  # still resting at that account
+    assert beat() == [kept.pk]  # K2 holds no credentials to ask about the orphan with
+    orphan.refresh_from_db()
+    tried = orphan.reconciled_at
+    calls = AuditEntry.objects.filter(action="exchange.call").count()
+    order_reconcile(order_id=orphan.pk)  # a task queued before the unlink: marked tried, no call
+    assert AuditEntry.objects.filter(action="exchange.call").count() == calls
+    orphan.refresh_from_db()
+    assert orphan.status == "open"  # still resting at that account
+    assert tried is not None
+    assert orphan.reconciled_at is not None
+    assert orphan.reconciled_at > tried
+
+    assert relink(gone).status_code == 201  # the same account again: back in the queue
+    settings.K2_TRADING_RECONCILE_BATCH = 2
+    assert orders_reconcile_ids() == [kept.pk, orphan.pk]  # (the orphan was tried last)
+
+
+@pytest.mark.django_db
+def test_an_order_the_venue_fails_on_goes_to_the_back(make_trader: Any, settings: Any) -> None:
+    settings.K2_TRADING_RECONCILE_BATCH = 1
+    first: Trader = make_trader()
+    second: Trader = make_trader()
+    a = order_of(first.place())
+    b = order_of(second.place())
+    assert beat() == [a.pk]
+    assert beat() == [b.pk]
+    # Every attempt at the venue fails (the adapter's retries included) for the next read.
+    first.sim.fault("http_500", method="private/get-order-detail", count=4)
+    assert beat() == [a.pk]
+    assert beat() == [b.pk]  # a was tried: b's turn, not a's again
+    assert Order.objects.get(pk=b.pk).status == "open"
