@@ -88,15 +88,31 @@ class OrderExecutionAdmin(ReadOnlyAdmin):
     date_hierarchy = "executed_at"
 
 
+def _audit_value(value: Any) -> str | None:
+    """A form value as the audit log keeps it: text (a related row by its id), None for empty."""
+    value = getattr(value, "pk", value)
+    return None if value in (None, "") else str(value)
+
+
 class _AuditedAdmin(admin.ModelAdmin):
+    """Every save and delete audited in the admin's transaction, with each changed field's value
+    before and after (limits and switches hold no secrets)."""
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         changed = list(form.changed_data) if form is not None else []
+        values = {
+            name: {
+                "from": _audit_value(form.initial.get(name)) if change else None,
+                "to": _audit_value(form.cleaned_data.get(name)),
+            }
+            for name in changed
+        }
         record(
             request.user,
             f"trading.{obj._meta.model_name}_saved",
             obj,
-            {"changed": changed, "created": not change},
+            {"changed": changed, "created": not change, "values": values},
         )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
@@ -131,7 +147,10 @@ class KillSwitchAdmin(_AuditedAdmin):
         for switch in queryset.filter(active=True):
             switch.active = False
             switch.save(update_fields=["active", "updated_at"])
-            record(
-                request.user, "trading.killswitch_saved", switch, {"changed": ["active"], "created": False}
-            )
+            details = {
+                "changed": ["active"],
+                "created": False,
+                "values": {"active": {"from": "True", "to": "False"}},
+            }
+            record(request.user, "trading.killswitch_saved", switch, details)
         self.message_user(request, "Deactivated.")

@@ -99,7 +99,22 @@ def test_risk_limit_admin(admin_client: Any, trader: Trader) -> None:
     assert admin_client.get("/admin/trading/risklimit/", {"q": trader.user.email}).status_code == 200
     assert admin_client.get(f"/admin/trading/risklimit/{row.pk}/change/").status_code == 200
     assert trader.place().json()["error"]["code"] == "RISK_MAX_NOTIONAL"
-    assert AuditEntry.objects.filter(action="trading.risklimit_saved").exists()
+    added = AuditEntry.objects.get(action="trading.risklimit_saved")
+    assert added.details["created"] is True
+    assert added.details["values"]["max_order_notional"] == {"from": None, "to": "100"}
+    assert added.details["values"]["user"] == {"from": None, "to": str(trader.user.pk)}
+
+    form = {
+        "user": str(trader.user.pk),
+        "instrument_type": "crypto",
+        "max_order_notional": "250.50",
+        "note": "new client",
+    }
+    response = admin_client.post(f"/admin/trading/risklimit/{row.pk}/change/", form)
+    assert response.status_code == 302, response.content
+    changed = AuditEntry.objects.filter(action="trading.risklimit_saved").order_by("-created_at")[0]
+    assert changed.details["changed"] == ["max_order_notional"]
+    assert changed.details["values"] == {"max_order_notional": {"from": "100.00000000", "to": "250.50"}}
 
 
 def test_kill_switch_admin(admin_client: Any, trader: Trader) -> None:
