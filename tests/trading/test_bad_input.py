@@ -21,6 +21,12 @@ CASES: list[tuple[dict[str, Any], int, str]] = [
     ({"quantity": "abc"}, 400, "VALIDATION_ERROR"),
     ({"quantity": "0.000000001"}, 400, "VALIDATION_ERROR"),
     ({"quantity": "1" + "0" * 30}, 400, "VALIDATION_ERROR"),
+    ({"quantity": "NaN"}, 400, "VALIDATION_ERROR"),
+    ({"quantity": "Infinity"}, 400, "VALIDATION_ERROR"),
+    ({"quantity": 0.01}, 400, "VALIDATION_ERROR"),  # a JSON fraction: a float, not an amount
+    ({"quantity": "\uff10.\uff10\uff11"}, 400, "VALIDATION_ERROR"),  # fullwidth digits: 0.01 to Decimal
+    ({"price": "\u0666\u0660\u0660\u0660\u0660"}, 400, "VALIDATION_ERROR"),  # Arabic-Indic 60000
+    ({"quantity": True}, 400, "VALIDATION_ERROR"),
     ({"quantity": "0.000001"}, 422, "QUANTITY_BELOW_MINIMUM"),
     ({"quantity": "0.012345"}, 422, "INVALID_QUANTITY_STEP"),
     ({"price": "60000.005"}, 422, "INVALID_TICK_SIZE"),
@@ -56,6 +62,14 @@ def test_bad_orders_are_refused_and_store_nothing(
     assert Order.objects.count() == 0
     assert not AuditEntry.objects.filter(action__startswith="order.").exists()
     assert trader.venue_state()["orders"] == 0
+
+
+def test_trailing_zeros_are_the_same_amount(trader: Trader) -> None:
+    price = f"{trader.below_market()}000000"  # 8 decimal places and more, all zeros
+    response = trader.place(quantity="0.0100000000000", price=price)
+    assert response.status_code == 201, response.content
+    order = response.json()["data"]
+    assert (order["quantity"], order["price"]) == ("0.01", price.rstrip("0").rstrip("."))
 
 
 def test_malformed_bodies_and_ids(trader: Trader) -> None:

@@ -13,8 +13,30 @@ CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,50}$"
 TINY = Decimal("0.00000001")
 
 
-def _amount(**kwargs: Any) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=20, decimal_places=8, min_value=TINY, **kwargs)
+class AmountField(serializers.DecimalField):
+    """An amount as the API takes it: a string of ASCII digits (or a whole JSON number). Never a
+    JSON fraction, a binary float that may not be the amount the client meant (0.1 + 0.2 is sent
+    as 0.30000000000000004), nor other scripts' digits, which Python's Decimal reads (fullwidth "1" is 1)."""
+
+    default_error_messages = {
+        "float": 'Send amounts as strings, such as "0.01".',
+        "ascii": "Use the digits 0-9.",
+    }
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, float):
+            self.fail("float")
+        if isinstance(data, str):
+            if not data.isascii():
+                self.fail("ascii")
+            data = data.strip()
+            if "." in data and data.replace(".", "", 1).isdigit():
+                data = data.rstrip("0").rstrip(".") or "0"  # "0.0100000000" is 0.01: within 8 places
+        return super().to_internal_value(data)
+
+
+def _amount(**kwargs: Any) -> AmountField:
+    return AmountField(max_digits=20, decimal_places=8, min_value=TINY, **kwargs)
 
 
 class OrderCreateInputSerializer(FieldsBuiltOnceMixin, serializers.Serializer[Any]):
