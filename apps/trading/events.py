@@ -105,26 +105,44 @@ def order_updates_batched() -> Iterator[Callable[[], None]]:
         send()
 
 
-def order_announcement(order: Order, *, status_changed_to: str | None) -> Callable[[], None]:
+DomainEvent = tuple[str, dict[str, Any]]
+
+
+def order_domain_event(order: Order, *, status_changed_to: str | None) -> DomainEvent | None:
     """Record the change's domain event, if it has one (call where the change is written: in its
-    transaction, or where its audit entries are held) and return what announces the change, to
-    be called once it is committed."""
-    message = order_update_message(order)
+    transaction, or where its audit entries are held): (event, payload), or None."""
     if status_changed_to not in NOTIFIED_STATUSES:
-        return lambda: _publish(order.user_id, message)
+        return None
     event = f"order.{status_changed_to}"
+    message = order_update_message(order)
     names = ("client_order_id", "instrument", "side", "filled_quantity", "avg_price")
     payload = {name: message[name] for name in names}
     payload["error_code"] = order.error_code or None
     record(None, "trading.domain_event", order, {"event": event, "user_id": str(order.user_id), **payload})
+    return event, payload
+
+
+def order_announcement_of(order: Order, *, domain_event: DomainEvent | None) -> Callable[[], None]:
+    """What announces the change (its `order_update` as the order is now, written: call after the
+    write, which sets `updated_at`), to be called once it is committed."""
+    message = order_update_message(order)
+    if domain_event is None:
+        return lambda: _publish(order.user_id, message)
+    event, payload = domain_event
 
     def send() -> None:
         _publish(order.user_id, message)
-        if status_changed_to != OrderStatus.FILLED:
+        if event != f"order.{OrderStatus.FILLED}":
             risk.account_hold_release(order=order)
         order_event.send(sender=Order, event=event, order_id=order.pk, user_id=order.user_id, payload=payload)
 
     return send
+
+
+def order_announcement(order: Order, *, status_changed_to: str | None) -> Callable[[], None]:
+    """`order_domain_event` then `order_announcement_of`, for a change already written."""
+    domain_event = order_domain_event(order, status_changed_to=status_changed_to)
+    return order_announcement_of(order, domain_event=domain_event)
 
 
 def order_announce(order: Order, *, status_changed_to: str | None) -> None:

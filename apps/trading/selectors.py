@@ -21,6 +21,7 @@ from apps.marketdata.models import Instrument
 from apps.trading.choices import IN_DOUBT_STATUSES, LIVE_STATUSES, KillSwitchScope, OrderStatus
 from apps.trading.exceptions import OrderNotFound
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
+from apps.trading.state import NOT_FOUND_AT_VENUE
 from k2.core.queries import row_get, rows_where, rows_where_later
 
 
@@ -103,21 +104,24 @@ def order_ids_to_reconcile(*, limit: int) -> list[Any]:
         .order_by(in_doubt, F("reconciled_at").asc(nulls_first=True), "created_at")
         .values_list("pk", flat=True)[:limit]
     )
-    # Finished orders (last day) whose fills are not all recorded yet.
-    missing_fills = list(
+    # Finished orders (last day) that may still change: fills not all recorded yet, or rejected
+    # only because the venue did not show them (if it ever does, the order follows it).
+    finished = list(
         Order.objects.alias(linked=linked)
-        .filter(
-            linked=True,
-            status__in=(OrderStatus.FILLED, OrderStatus.CANCELLED),
-            filled_quantity__gt=0,
-            closed_at__gte=now - timedelta(days=1),
-        )
+        .filter(linked=True, closed_at__gte=now - timedelta(days=1))
         .annotate(recorded=Coalesce(Sum("executions__quantity"), Decimal(0)))
-        .filter(recorded__lt=F("filled_quantity"))
+        .filter(
+            Q(
+                status__in=(OrderStatus.FILLED, OrderStatus.CANCELLED),
+                filled_quantity__gt=0,
+                recorded__lt=F("filled_quantity"),
+            )
+            | Q(status=OrderStatus.REJECTED, error_code=NOT_FOUND_AT_VENUE)
+        )
         .order_by(F("reconciled_at").asc(nulls_first=True), "closed_at")
         .values_list("pk", flat=True)[: max(0, limit - len(live))]
     )
-    return live + missing_fills
+    return live + finished
 
 
 def order_ids_live_for_link(*, user_id: Any, venue: str) -> list[Any]:

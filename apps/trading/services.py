@@ -50,7 +50,12 @@ from apps.exchanges.services import link_credentials
 from apps.marketdata.models import Instrument
 from apps.trading import risk, selectors
 from apps.trading.choices import TERMINAL_STATUSES, OrderStatus
-from apps.trading.events import order_announce, order_announcement, order_updates_batched
+from apps.trading.events import (
+    order_announce,
+    order_announcement_of,
+    order_domain_event,
+    order_updates_batched,
+)
 from apps.trading.exceptions import (
     ExchangeNotLinked,
     IdempotencyKeyReused,
@@ -198,7 +203,13 @@ def _merge_numbers(
 
 
 def _status_from_fills(order: Order, proposed: str) -> str:
-    if proposed in (OrderStatus.OPEN, OrderStatus.PARTIAL, OrderStatus.SUBMITTED, OrderStatus.UNKNOWN):
+    """What the order's fills make of the `proposed` status: a live order with fills is partial
+    or filled. So is one rejected only because the venue did not show it (`NOT_FOUND_AT_VENUE`):
+    a fill proves the venue had it."""
+    not_found = proposed == OrderStatus.REJECTED and order.error_code == NOT_FOUND_AT_VENUE
+    if not_found or proposed in (
+        OrderStatus.OPEN, OrderStatus.PARTIAL, OrderStatus.SUBMITTED, OrderStatus.UNKNOWN,
+    ):  # fmt: skip
         if order.filled_quantity >= order.quantity:
             return OrderStatus.FILLED
         if order.filled_quantity > 0:
@@ -268,6 +279,8 @@ def order_apply_venue_state(
             _save(order)
         if changed or moved:
             order_announce(order, status_changed_to=order.status if moved else None)
+            if source == "stream" and _cancel_outstanding(order):
+                _reconcile_soon(order)  # which carries the cancel out, with the link's credentials
     return order
 
 
@@ -291,7 +304,7 @@ def _order_apply_unchanged(
         if calls is not None:
             calls.flush(actor, order)
         changed, moved = _fold_state(order, state, source=source, actor=actor)
-        announce = order_announcement(order, status_changed_to=order.status if moved else None)
+        domain_event = order_domain_event(order, status_changed_to=order.status if moved else None)
         recorded = (changed or moved) and row_update_if(
             order, _SAVE_FIELDS, unchanged=unchanged, along=held_entries()
         )
@@ -300,7 +313,7 @@ def _order_apply_unchanged(
             calls.calls[:0] = pending
         return None
     try:
-        announce()
+        order_announcement_of(order, domain_event=domain_event)()  # updated_at as written
     except Exception:  # as on_commit(robust=True): the change is recorded; log and go on
         log.exception("order_announce_failed", order_id=str(order.pk))
     return order
@@ -353,6 +366,10 @@ def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
         )
         quantity, vwap, fees = selectors.execution_totals(order_id=order.pk)
         _merge_numbers(order, filled=quantity, avg=vwap, fees=fees, fee_currency=fill.fee_currency)
+        if quantity >= order.filled_quantity and vwap is not None:
+            # Every fill recorded: their average is the order's, whatever an order message said
+            # (a venue may leave it out or round it, and a count seen first kept it stale).
+            order.avg_fill_price = vwap
         if fill.venue_order_id and not order.exchange_order_id:
             order.exchange_order_id = fill.venue_order_id
         moved = order_transition(order, status=_status_from_fills(order, order.status), source=source)
@@ -639,7 +656,22 @@ def order_submit(*, order: Order, credentials: Any, actor: Any = None) -> Order:
     ):
         # Marketable orders usually fill at once; one read shows the user the fill in the answer.
         applied = _order_refresh(order=applied, credentials=credentials, actor=actor) or applied
+    if _cancel_outstanding(applied):
+        applied = _cancel_as_requested(order=applied, credentials=credentials, actor=actor)
     return applied
+
+
+def _cancel_outstanding(order: Order) -> bool:
+    """The user asked to cancel and the order is live at the venue: typically the cancel came
+    while the order was being sent, found nothing to cancel yet, and was answered 202."""
+    return order.cancel_requested_at is not None and order.status in (OrderStatus.OPEN, OrderStatus.PARTIAL)
+
+
+def _cancel_as_requested(*, order: Order, credentials: Any, actor: Any) -> Order:
+    """Carry out a cancel the user asked for earlier (`_cancel_outstanding`)."""
+    log.info("order_cancel_carried_out", order_id=str(order.pk), status=order.status)
+    outcome = _venue_cancel(orders=[order], credentials=credentials, actor=actor)[order.pk]
+    return outcome if isinstance(outcome, Order) else order
 
 
 def _order_refresh(*, order: Order, credentials: Any, actor: Any) -> Order | None:
@@ -849,7 +881,8 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
       (`NOT_FOUND_AT_VENUE`; overturned if the venue ever shows it); while `open`/`partial`
       (acknowledged, so possibly filled): left as it is, with a warning;
     - no active link (unlinked, or its key refused): left as it is, without asking the venue;
-    - otherwise the venue's state and any unrecorded fills are applied.
+    - otherwise the venue's state and any unrecorded fills are applied, and a cancel the user
+      asked for that the venue has not carried out (`_cancel_outstanding`) is sent again.
 
     Every attempt sets `reconciled_at`, which orders the beat's queue (`order_ids_to_reconcile`).
     """
@@ -909,6 +942,8 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
                 order=applied, credentials=credentials, venue_order_id=state.venue_order_id, actor=actor
             )
             applied.refresh_from_db()
+        if _cancel_outstanding(applied):
+            applied = _cancel_as_requested(order=applied, credentials=credentials, actor=actor)
     return applied
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -191,3 +192,42 @@ def test_process_killed_mid_submission_loses_nothing(
         assert venue["client_order_ids"] == [order.venue_client_order_id]
     else:
         assert order.error_code == "NOT_FOUND_AT_VENUE"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["one", "all"])
+def test_a_cancel_asked_for_while_the_order_is_being_sent_is_carried_out(trader: Trader, how: str) -> None:
+    """The cancel arrives while create-order is in flight: the venue has nothing to cancel yet
+    and the answer is 202; once the venue's answer shows the order resting, it is cancelled."""
+    trader.sim.fault("latency", method="private/create-order", latency_ms=1500)
+    placed: dict[str, Any] = {}
+
+    def place() -> None:
+        from django.db import connections
+
+        try:
+            placed["response"] = trader.place(client_order_id="in-flight-1")
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=place)
+    thread.start()
+    try:
+        eventually(
+            lambda: Order.objects.filter(client_order_id="in-flight-1", status="submitted").exists(), 10
+        )
+        order = Order.objects.get(client_order_id="in-flight-1")
+        if how == "one":
+            response = trader.client.delete(f"/v1/orders/{order.pk}")
+            assert response.status_code == 202, response.content
+            assert response.json()["data"]["status"] == "submitted"
+        else:
+            response = trader.client.delete("/v1/orders?instrument=BTC-USD")
+            assert response.json()["data"]["pending"] == [str(order.pk)]
+    finally:
+        thread.join(20)
+    assert placed["response"].json()["data"]["status"] == "cancelled"
+    order.refresh_from_db()
+    assert order.status == "cancelled"
+    venue = trader.venue_state()
+    assert (venue["orders"], venue["open_orders"]) == (1, 0)

@@ -157,6 +157,38 @@ def test_a_not_found_rejection_is_corrected_when_the_venue_shows_the_order(trade
     assert AuditEntry.objects.filter(action="order.corrected", target_id=str(order.pk)).exists()
 
 
+@pytest.mark.django_db
+def test_a_fill_corrects_a_not_found_rejection_which_stays_in_reconciliation_meanwhile(
+    trader: Trader,
+) -> None:
+    from apps.trading.services import order_reconcile, orders_reconcile_ids
+
+    trader.sim.fault("http_500", method="private/create-order")
+    order = order_of(trader.place(quantity="0.01"))
+    order_reconcile(order_id=order.pk)
+    order.refresh_from_db()
+    assert (order.status, order.error_code) == ("rejected", "NOT_FOUND_AT_VENUE")
+    assert order.pk in orders_reconcile_ids()  # for a day: if the venue ever shows it
+    assert execution_record(venue="cryptocom", fill=fill(order, "T-NF", "0.004"), source="stream")
+    order.refresh_from_db()
+    assert (order.status, order.error_code, order.filled_quantity) == ("partial", "", Decimal("0.004"))
+    assert AuditEntry.objects.filter(action="order.corrected", target_id=str(order.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_the_average_fill_price_is_the_fills_once_all_are_recorded(trader: Trader) -> None:
+    """An order message may carry the final count without an average (or a rounded one): the
+    recorded fills' average stands once they account for the whole count."""
+    order = order_of(trader.place(quantity="0.03"))
+    assert execution_record(venue="cryptocom", fill=fill(order, "A1", "0.01", "60000"), source="stream")
+    filled = state(order, OrderStatus.FILLED, "0.03")  # the final count, no average
+    order_apply_venue_state(order_id=order.pk, state=filled, source="stream")
+    assert execution_record(venue="cryptocom", fill=fill(order, "A2", "0.02", "60003"), source="stream")
+    order.refresh_from_db()
+    assert (order.status, order.filled_quantity) == ("filled", Decimal("0.03"))
+    assert order.avg_fill_price == Decimal("60002")
+
+
 def submitted(trader: Trader, client_order_id: str) -> Order:
     """An order as the risk check leaves it for the venue call (no venue order yet)."""
     return Order.objects.create(

@@ -307,3 +307,22 @@ def test_a_link_made_or_revoked_starts_or_stops_its_stream_at_once(
     second_id = str(second.user.exchange_links.get().pk)
     eventually(lambda: second_id in supervisor.tasks, timeout=5)
     assert supervisor.failed == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_push_carries_the_updated_at_the_order_was_written_with(
+    trader: Trader, pubsub: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """Clients order updates by `updated_at`: the venue's answer (written in one conditional
+    statement) must not go out with the time of the write before it."""
+    order = order_of(trader.place())
+    order.refresh_from_db()
+
+    def pushes() -> list[dict[str, Any]]:
+        return [p["message"] for p in pubsub() if p["message"]["order_id"] == str(order.pk)]
+
+    last = eventually(lambda: [m for m in pushes() if m["status"] == "open"])[-1]
+    assert last["updated_at"] == order.updated_at.isoformat()
+    times = [m["updated_at"] for m in pushes()]
+    assert times == sorted(times)
+    assert len(set(times)) == len(times)
