@@ -15,6 +15,7 @@ from apps.exchanges.models import ExchangeLink
 from apps.exchanges.services import link_credentials_proved
 from apps.trading.choices import OrderStatus
 from apps.trading.models import Order
+from apps.trading.services import venue_ref
 from apps.trading.venue import venue_call
 
 
@@ -25,8 +26,8 @@ def open_orders_stay_reachable(
     """New credentials for an active link, where the user has orders resting (open or partly
     filled), must see them: the same account under a new key, not another account. With
     another account's, K2 could neither cancel those orders nor follow their fills (the venue
-    answers "not found" for ever), so the change is refused until they are cancelled. Asked by
-    the most recent one's client order id, which the venue knows it by. (After an unlink, K2
+    answers "not found" for ever), so the change is refused until they are cancelled. Asked
+    about the most recent one. (After an unlink, K2
     holds no credentials for those orders anyway: any account may be linked.)"""
     if not ExchangeLink.objects.filter(user=user, exchange=venue, status=LinkStatus.ACTIVE).exists():
         return
@@ -38,7 +39,7 @@ def open_orders_stay_reachable(
         return
 
     async def get(adapter: ExchangeAdapter) -> OrderState:
-        return await adapter.get_order(client_order_id=order.venue_client_order_id)
+        return await adapter.get_order(**venue_ref(order))
 
     try:
         venue_call(

@@ -674,9 +674,17 @@ def _cancel_as_requested(*, order: Order, credentials: Any, actor: Any) -> Order
     return outcome if isinstance(outcome, Order) else order
 
 
+def venue_ref(order: Order) -> dict[str, str | None]:
+    """How to name the order to its venue: the venue's own id once known (a direct lookup;
+    Kalshi finds a client id only by listing orders), else K2's client order id."""
+    if order.exchange_order_id:
+        return {"venue_order_id": order.exchange_order_id, "client_order_id": None}
+    return {"venue_order_id": None, "client_order_id": order.venue_client_order_id}
+
+
 def _order_refresh(*, order: Order, credentials: Any, actor: Any) -> Order | None:
     async def get(adapter: ExchangeAdapter) -> OrderState:
-        return await adapter.get_order(client_order_id=order.venue_client_order_id)
+        return await adapter.get_order(**venue_ref(order))
 
     try:
         state = venue_call(
@@ -776,16 +784,13 @@ def _venue_cancel(
     async def cancel_and_read(adapter: ExchangeAdapter) -> list[tuple[Any, Any]]:
         async def one(order: Order) -> tuple[Any, Any]:
             try:
-                await adapter.cancel_order(
-                    venue_order_id=order.exchange_order_id or None,
-                    client_order_id=None if order.exchange_order_id else order.venue_client_order_id,
-                )
+                await adapter.cancel_order(**venue_ref(order))
             except (ex.OrderNotOpen, ex.OrderNotFound):
                 pass  # already finished (or never arrived): the read below tells which
             except ex.ExchangeError as error:
                 return order.pk, error
             try:
-                return order.pk, await adapter.get_order(client_order_id=order.venue_client_order_id)
+                return order.pk, await adapter.get_order(**venue_ref(order))
             except ex.ExchangeError as error:
                 return order.pk, error
 
@@ -834,6 +839,7 @@ def orders_cancel_all(
         {"instrument": instrument, "exchange": exchange, "count": len(ids)},
     )
     cancelled: list[str] = []
+    filled: list[str] = []
     pending: list[str] = []
     failed: list[dict[str, Any]] = []
     live: dict[str, list[Order]] = {}
@@ -863,9 +869,20 @@ def orders_cancel_all(
                 failed.append({"order_id": str(order_id), "code": outcome.code})
             elif outcome.status == OrderStatus.CANCELLED:
                 cancelled.append(str(order_id))
+            elif outcome.status == OrderStatus.FILLED:
+                filled.append(str(order_id))  # filled before the cancel reached it
+            elif outcome.status in TERMINAL_STATUSES:
+                code = outcome.error_code or OrderNotCancellable.code
+                failed.append({"order_id": str(order_id), "code": code})
             else:
                 pending.append(str(order_id))
-    return {"requested": len(ids), "cancelled": cancelled, "pending": pending, "failed": failed}
+    return {
+        "requested": len(ids),
+        "cancelled": cancelled,
+        "filled": filled,
+        "pending": pending,
+        "failed": failed,
+    }
 
 
 # ---- reconciliation -------------------------------------------------------------------------------
@@ -909,7 +926,7 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
     credentials = link_credentials(link)
 
     async def get(adapter: ExchangeAdapter) -> OrderState:
-        return await adapter.get_order(client_order_id=order.venue_client_order_id)
+        return await adapter.get_order(**venue_ref(order))
 
     try:
         state = venue_call(
@@ -995,10 +1012,15 @@ def _fetch_fills(*, order: Order, credentials: Any, venue_order_id: str, actor: 
 
 
 def orders_reconcile_for_link(*, user_id: Any, venue: str) -> int:
-    """Reconcile every live order of one link (after its user stream (re)connects)."""
+    """Queue a reconciliation of every live order of one link (after its user stream
+    (re)connects: what it missed while down). Queued, not run here: the stream process handles
+    every link's messages, and one link's venue reads (each up to the venue timeout, while
+    that venue is failing) would hold up every other user's."""
+    from apps.trading.tasks import order_reconcile_task
+
     ids = selectors.order_ids_live_for_link(user_id=user_id, venue=venue)
     for order_id in ids:
-        order_reconcile(order_id=order_id)
+        order_reconcile_task.delay(str(order_id))
     return len(ids)
 
 

@@ -14,6 +14,7 @@ from apps.accounts.models import User
 from apps.marketdata.models import Instrument
 from apps.trading.models import Order, OrderExecution
 from apps.trading.services import order_reconcile
+from k2.audit.models import AuditEntry
 from tests.trading.conftest import order_of
 
 pytestmark = pytest.mark.django_db
@@ -86,9 +87,17 @@ def test_yes_limit_order_rests_open_and_cancels(kalshi: Any, trader: Any) -> Non
     state = kalshi.account_state(account["api_key_id"])
     assert order.venue_client_order_id in str(state)
 
+    before = AuditEntry.objects.filter(action="exchange.call").count()
     cancelled = client.delete(f"/v1/orders/{order.pk}")
     assert cancelled.status_code == 200, cancelled.content
     assert cancelled.json()["data"]["status"] == "cancelled"
+    # Cancelled and read back by the venue's own id: no scan of the account's order list, which
+    # on a busy account may not reach the order.
+    calls = AuditEntry.objects.filter(action="exchange.call").order_by("id")[before:]
+    assert [c.details["method"] for c in calls] == [
+        "DELETE /portfolio/events/orders/{id}",
+        "GET /portfolio/orders/{id}",
+    ]
 
 
 def test_event_outcome_and_price_rules(kalshi: Any, trader: Any) -> None:

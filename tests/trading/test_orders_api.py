@@ -145,3 +145,37 @@ def test_list_pagination_sort_and_created_range(trader: Trader) -> None:
     assert len(later) == 3
     none = trader.client.get("/v1/orders", {"created_before": first}).json()["data"]
     assert none == []
+
+
+def test_cancel_all_reports_an_order_filled_before_the_cancel_as_filled(trader: Trader) -> None:
+    """Filled at the venue (K2 not told yet, no stream here): not cancellable, and not pending."""
+    from apps.exchanges.adapters.base import Credentials
+    from apps.exchanges.adapters.base import OrderRequest as VenueOrder
+    from apps.exchanges.adapters.base import OrderType as VenueType
+    from apps.exchanges.adapters.base import Side as VenueSide
+    from apps.trading.venue import venue_call
+
+    trader.sim.configure(market_auto=False)  # the book holds still: the order stays the best bid
+    buyer = Credentials(trader.account["api_key"], trader.account["api_secret"])
+
+    async def best_bid(adapter: Any) -> Decimal:
+        return (await adapter.get_order_book("BTC-USD", depth=1)).bids[0].price
+
+    inside = venue_call("cryptocom", best_bid, credentials=buyer, timeout=5) + Decimal("0.01")
+    order = order_of(trader.place(price=str(inside), quantity="0.001"))
+    assert order.status == "open"  # the best bid, below every ask
+    seller = trader.sim.create_account()
+
+    async def sell(adapter: Any) -> Any:
+        request = VenueOrder(
+            instrument="BTC-USD", side=VenueSide.SELL, order_type=VenueType.LIMIT,
+            quantity=Decimal("0.001"), price=inside, client_order_id="hit-the-bid",
+        )  # fmt: skip
+        return await adapter.place_order(request)
+
+    venue_call("cryptocom", sell, credentials=Credentials(seller["api_key"], seller["api_secret"]), timeout=5)
+    assert Order.objects.get(pk=order.pk).status == "open"  # K2 does not know yet
+
+    summary = trader.client.delete("/v1/orders?instrument=BTC-USD").json()["data"]
+    assert (summary["filled"], summary["cancelled"], summary["pending"]) == ([str(order.pk)], [], [])
+    assert Order.objects.get(pk=order.pk).status == "filled"

@@ -326,3 +326,32 @@ def test_each_push_carries_the_updated_at_the_order_was_written_with(
     times = [m["updated_at"] for m in pushes()]
     assert times == sorted(times)
     assert len(set(times)) == len(times)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_that_connects_queues_a_reconciliation_of_its_live_orders(
+    trader: Trader, user_streams: Callable[[], StreamRunner], settings: Any
+) -> None:
+    """What a stream missed while down is reconciled by the workers, not in the stream process
+    (one link's venue reads there would hold up every other user's messages)."""
+    import base64
+
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("celery")
+    resting = order_of(trader.place())
+    runner = user_streams()
+    eventually(lambda: runner.supervisor.connects >= 1)
+
+    def queued() -> list[tuple[str, list[Any]]]:
+        out = []
+        for raw in broker.lrange("celery", 0, -1):
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            out.append((message["headers"]["task"], args))
+        return out
+
+    task = ("apps.trading.tasks.order_reconcile_task", [str(resting.pk)])
+    assert eventually(lambda: task in queued())
+    broker.close()

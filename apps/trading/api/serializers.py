@@ -96,5 +96,6 @@ class ExecutionSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer[Orde
 class CancelAllOutputSerializer(serializers.Serializer[Any]):
     requested = serializers.IntegerField()
     cancelled = serializers.ListField(child=serializers.UUIDField())
+    filled = serializers.ListField(child=serializers.UUIDField())
     pending = serializers.ListField(child=serializers.UUIDField())
     failed = serializers.ListField(child=serializers.DictField())
