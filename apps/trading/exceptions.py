@@ -64,6 +64,9 @@ RISK_CODES: dict[str, str] = {
     "RISK_FAT_FINGER_PRICE": "The price is too far from the market.",
     "RISK_FAT_FINGER_QUANTITY": "The quantity is far beyond your usual order size.",
     "RISK_MAX_POSITION": "The order would exceed the maximum position.",
+    "INSUFFICIENT_POSITION": (
+        "Your sells would exceed the contracts you hold; to take the other side, buy the other outcome."
+    ),
     "INSUFFICIENT_BALANCE": "Insufficient balance at the venue.",
     "PRICE_UNAVAILABLE": "No recent price is known for this instrument; try a limit order later.",
 }

@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from apps.trading.choices import (
+    LIVE_STATUSES,
     InstrumentType,
     KillSwitchMode,
     KillSwitchScope,
@@ -91,6 +92,12 @@ class Order(BaseModel):
             models.Index(fields=["user", "created_at"]),
             models.Index(fields=["status", "updated_at"]),
             models.Index(fields=["exchange", "exchange_order_id"]),
+            # The risk checks' resting orders (`selectors.recent_activity`), of any age.
+            models.Index(
+                fields=["user", "instrument"],
+                condition=Q(status__in=sorted(LIVE_STATUSES)),
+                name="orders_user_instrument_live",
+            ),
         ]
 
     def __str__(self) -> str:

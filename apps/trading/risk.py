@@ -3,7 +3,9 @@ engine (after the intent is stored, before anything reaches a venue).
 
 Risk checks, each with its own code and `details` = {limit, attempted, ...}:
 
-  TRADING_HALTED / REDUCE_ONLY   an active kill switch (global, venue or user), read fresh per order
+  TRADING_HALTED / REDUCE_ONLY   an active kill switch (global, venue or user), read fresh per order;
+                                 under reduce-only, a sell must fit in the position less the
+                                 user's other live sells of it
   RISK_VELOCITY                  orders per second and per minute per user
   RISK_MAX_NOTIONAL              one order's notional, per user and instrument type
   RISK_DAILY_NOTIONAL            today's (UTC) committed notional, per user and instrument type
@@ -11,11 +13,19 @@ Risk checks, each with its own code and `details` = {limit, attempted, ...}:
                                  event contracts: cents, comparing YES-equivalent prices)
   RISK_FAT_FINGER_QUANTITY       quantity beyond a multiple of the user's median order size
                                  (once there is enough history on the instrument)
-  RISK_MAX_POSITION              position value after a buy, per instrument
+  RISK_MAX_POSITION              position value after a buy and the user's other live buys of
+                                 it, per instrument (event contracts: per outcome)
+  INSUFFICIENT_POSITION          event contracts: a sell closes contracts held (to take the other
+                                 side, buy the other outcome), so it must fit in the outcome's
+                                 position less the user's other live sells of it
   INSUFFICIENT_BALANCE           from the venue balance (briefly cached), fees included
   PRICE_UNAVAILABLE              no reference price: market orders cannot be sized and limit
                                  orders cannot be fat-finger checked, so both are refused;
                                  post-only limit orders (they cannot cross) skip the price check.
+
+Live orders (submitted, unknown, open, partial; of any age) count by their unfilled quantity,
+read under the user's lock with the rest of the recent activity. The daily notional
+counts a cancelled order's filled part only.
 
 Reference price: the market-data cache (fresh, not stale), else the venue's ticker (cached for
 `K2_TRADING_PRICE_CACHE_SECONDS`). Balances and positions: the venue (cached per link for
@@ -234,7 +244,13 @@ def _price_of(last: Any, bid: Any, ask: Any) -> Decimal | None:
 
 
 def account_snapshot(
-    *, link_id: Any, venue: str, credentials: Credentials, want_positions: bool, allow_stale: bool = False
+    *,
+    link_id: Any,
+    venue: str,
+    credentials: Credentials,
+    want_positions: bool,
+    allow_stale: bool = False,
+    fresh: bool = False,
 ) -> tuple[dict[str, Balance], list[Position] | None, bool]:
     """The link's balances (and positions) from the venue, cached: (balances, positions, stale).
 
@@ -242,12 +258,13 @@ def account_snapshot(
     `K2_TRADING_BALANCE_STALE_SECONDS` older is returned at once (stale=True) and refreshed from
     the venue in the background: a user ordering every second or two does not wait for a venue
     read on every other order. A stale snapshot may only let an order through to the venue's own
-    check, never refuse it (`order_place` reads the venue again before refusing)."""
+    check, never refuse it (`order_place` reads the venue again before refusing). `fresh`: read
+    the venue whatever the cache holds (and cache what it says)."""
     key = _account_keys(link_id)[int(want_positions)]
     read = functools.partial(
         _account_read, key, venue=venue, credentials=credentials, want_positions=want_positions
     )
-    if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0:
+    if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 and not fresh:
         with redis_client().pipeline(transaction=False) as pipe:
             pipe.get(cache.make_and_validate_key(key))
             _holds(link_id, pipe)
@@ -511,6 +528,10 @@ def risk_gather(
         return inputs
     if any(s.mode == KillSwitchMode.REDUCE_ONLY for s in switches):
         allow_stale = False  # what may be sold is the position now, not a few seconds ago
+    # An event sell is checked against the contracts held as the venue says now: one bought a
+    # moment ago is not in a cached snapshot (a refusal for nothing), one sold elsewhere still is
+    # (and a sell beyond what is held would open the other outcome).
+    event_sell = order.side == Side.SELL and order.instrument_type == InstrumentType.EVENT
     needs_price = not (order.order_type == OrderType.LIMIT and order.post_only)
     try:
         if needs_price or order.side == Side.BUY:
@@ -523,6 +544,7 @@ def risk_gather(
             credentials=credentials,
             want_positions=want_positions,
             allow_stale=allow_stale,
+            fresh=event_sell,
         )
     except ex.ExchangeError as error:
         inputs.venue_error = error
@@ -530,7 +552,7 @@ def risk_gather(
 
 
 # Refusals that depend on the account snapshot: never made from a stale one.
-ACCOUNT_CODES = frozenset({"INSUFFICIENT_BALANCE", "RISK_MAX_POSITION"})
+ACCOUNT_CODES = frozenset({"INSUFFICIENT_BALANCE", "INSUFFICIENT_POSITION", "RISK_MAX_POSITION"})
 
 
 class AccountSnapshotStale(Exception):
@@ -545,8 +567,8 @@ def _d(value: Decimal) -> str:
 
 
 def _position(order: Order, instrument: Instrument, inputs: RiskInputs) -> Decimal:
-    """What the user holds of the thing this order trades (crypto: the base currency; event
-    contracts: contracts of this outcome)."""
+    """What the user holds of the thing this order trades (crypto: the base currency, its total:
+    what resting sells hold is still in it; event contracts: contracts of this outcome)."""
     if order.instrument_type == InstrumentType.EVENT:
         held = Decimal(0)
         for p in inputs.positions or []:
@@ -566,6 +588,8 @@ def _activity_scope(order: Order, now: datetime) -> selectors.ActivityScope:
         order_id=order.pk,
         instrument=order.instrument,
         instrument_type=order.instrument_type,
+        side=order.side,
+        outcome=order.outcome,
         now=now,
         risk_codes=_RISK_SET,
         history=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY,
@@ -605,15 +629,19 @@ def risk_check(
     # Event prices compare as YES-equivalents (a NO at p is a YES at 1 - p).
     yes_price = (ONE - order.price if order.outcome == Outcome.NO else order.price) if order.price else None
 
-    if any(s.mode == KillSwitchMode.REDUCE_ONLY for s in switches):
-        held = _position(order, instrument, inputs)
-        if order.side != Side.SELL or order.quantity > held:
-            raise RiskRejection(
-                "REDUCE_ONLY", {"side": order.side, "attempted": _d(order.quantity), "position": _d(held)}
-            )
-
     if activity is None:
         activity = selectors.recent_activity(_activity_scope(order, now))
+    # What this order and the user's other live orders of its side (and outcome) would trade.
+    committed = order.quantity + activity.resting
+
+    if any(s.mode == KillSwitchMode.REDUCE_ONLY for s in switches):
+        held = _position(order, instrument, inputs)
+        if order.side != Side.SELL or committed > held:
+            attempted = committed if order.side == Side.SELL else order.quantity
+            raise RiskRejection(
+                "REDUCE_ONLY", {"side": order.side, "attempted": _d(attempted), "position": _d(held)}
+            )
+
     per_second, per_minute = activity.last_second, activity.last_minute
     if per_second >= limits.max_orders_per_second:
         raise RiskRejection(
@@ -686,11 +714,24 @@ def risk_check(
     if order.side == Side.BUY:
         held = _position(order, instrument, inputs)
         mark = unit_price if is_event else (ref or unit_price)
-        after = (held + order.quantity) * mark
+        after = (held + committed) * mark
         if after > limits.max_position_notional:
             raise RiskRejection(
                 "RISK_MAX_POSITION",
                 {"limit": _d(limits.max_position_notional), "attempted": _d(after), "position": _d(held)},
+            )
+    elif is_event:
+        # A sell closes contracts held: beyond them the venue would open the other outcome.
+        held = _position(order, instrument, inputs)
+        if committed > held:
+            raise RiskRejection(
+                "INSUFFICIENT_POSITION",
+                {
+                    "instrument": order.instrument,
+                    "outcome": order.outcome,
+                    "held": _d(held),
+                    "attempted": _d(committed),
+                },
             )
 
     _check_balance(order, instrument, inputs, notional)
@@ -707,7 +748,7 @@ def _check_balance(order: Order, instrument: Instrument, inputs: RiskInputs, not
         buffer = ONE + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / HUNDRED
         required = notional * buffer
     elif order.instrument_type == InstrumentType.EVENT:
-        return  # selling contracts: the venue checks the position
+        return  # selling contracts: checked against the position (INSUFFICIENT_POSITION)
     else:
         currency, required = instrument.base, order.quantity
     balance = balances.get(currency)

@@ -219,13 +219,24 @@ class RecentActivity:
     last_minute: int
     daily_notional: Decimal
     quantities: list[Decimal]  # of the latest orders on the instrument, newest first
+    resting: Decimal  # unfilled quantity of the user's other live orders of this side (and outcome)
 
 
-_RECENT_ACTIVITY_SQL = """
+# Written into the statement, not bound: a prepared statement's generic plan can then use the
+# partial index on these statuses (`orders_user_instrument_live`). Not `pending`: one user's
+# checks run one at a time (the lock), and each order leaves `pending` before the next check
+# reads; a pending order is one still waiting for its check (counting it would refuse this one
+# for an order that may itself be refused) or one whose request died.
+_LIVE_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(LIVE_STATUSES))
+
+_RECENT_ACTIVITY_SQL = f"""
 SELECT
     count(*) FILTER (WHERE created_at >= %(second)s AND NOT risk_refused),
     count(*) FILTER (WHERE created_at >= %(minute)s AND NOT risk_refused),
-    coalesce(sum(notional) FILTER (
+    coalesce(sum(
+        CASE WHEN status = %(cancelled)s THEN round(notional * filled_quantity / quantity, 8)
+             ELSE notional END
+    ) FILTER (
         WHERE instrument_type = %(instrument_type)s AND created_at >= %(today)s
           AND submitted_at IS NOT NULL AND status <> %(rejected)s
           AND NOT (status = %(cancelled)s AND filled_quantity = 0)
@@ -235,14 +246,19 @@ SELECT
         WHERE user_id = %(user_id)s AND instrument = %(instrument)s AND id <> %(order_id)s
           AND submitted_at IS NOT NULL AND status <> %(rejected)s
         ORDER BY created_at DESC LIMIT %(history)s
+    ),
+    (
+        SELECT coalesce(sum(quantity - filled_quantity), 0) FROM orders
+        WHERE user_id = %(user_id)s AND instrument = %(instrument)s AND status IN ({_LIVE_STATUSES_SQL})
+          AND side = %(side)s AND outcome = %(outcome)s AND id <> %(order_id)s
     )
 FROM (
-    SELECT created_at, instrument_type, submitted_at, status, filled_quantity, notional,
+    SELECT created_at, instrument_type, submitted_at, status, quantity, filled_quantity, notional,
            (status = %(rejected)s AND error_code = ANY(%(risk_codes)s)) AS risk_refused
     FROM orders
     WHERE user_id = %(user_id)s AND created_at >= %(since)s AND id <> %(order_id)s
 ) AS recent
-"""
+"""  # noqa: S608 (constants only)
 
 
 @dataclass(frozen=True)
@@ -253,6 +269,8 @@ class ActivityScope:
     order_id: Any
     instrument: str
     instrument_type: str
+    side: str
+    outcome: str  # an event contract's ("" for others): resting orders count per outcome
     now: datetime
     risk_codes: frozenset[str]
     history: int
@@ -264,6 +282,8 @@ class ActivityScope:
             "order_id": self.order_id,
             "instrument": self.instrument,
             "instrument_type": self.instrument_type,
+            "side": self.side,
+            "outcome": self.outcome,
             "second": self.now - timedelta(seconds=1),
             "minute": self.now - timedelta(minutes=1),
             "today": today,
@@ -276,8 +296,8 @@ class ActivityScope:
 
 
 def _recent_activity_of(row: tuple[Any, ...]) -> RecentActivity:
-    second, minute, daily, quantities = row
-    return RecentActivity(second, minute, daily, list(quantities))
+    second, minute, daily, quantities, resting = row
+    return RecentActivity(second, minute, daily, list(quantities), resting)
 
 
 def recent_activity(scope: ActivityScope) -> RecentActivity:
@@ -286,8 +306,11 @@ def recent_activity(scope: ActivityScope) -> RecentActivity:
     Velocity counts the user's orders created in the window, except those the risk engine itself
     refused. The daily notional sums today's (UTC) orders of this instrument type that passed the
     risk engine and were not refused or cancelled unfilled: what the user has committed to trade
-    today. The quantities are those of the user's latest orders on the instrument that reached
-    the venue (not refused)."""
+    today (of a cancelled order, only the part that filled). The quantities are those of the
+    user's latest orders on the instrument that reached the venue (not refused). `resting` sums
+    the unfilled quantity of the user's other live orders (past their checks) on the instrument,
+    side and outcome, whenever placed: a subquery of its own (on a partial index), as they may
+    be older than the window."""
     with connection.cursor() as cursor:
         cursor.execute(_RECENT_ACTIVITY_SQL, scope.params())
         return _recent_activity_of(cursor.fetchone())
