@@ -559,6 +559,11 @@ class AccountSnapshotStale(Exception):
     """The checks would refuse the order on a stale account snapshot: read the venue, check again."""
 
 
+class KillSwitchesChanged(Exception):
+    """A kill switch became active while the order's inputs were gathered: gather them again
+    (the switches and limits read afresh), then check."""
+
+
 # ---- the engine ---------------------------------------------------------------------------------
 
 
@@ -588,6 +593,7 @@ def _activity_scope(order: Order, now: datetime) -> selectors.ActivityScope:
         order_id=order.pk,
         instrument=order.instrument,
         instrument_type=order.instrument_type,
+        venue=order.exchange,
         side=order.side,
         outcome=order.outcome,
         now=now,
@@ -596,9 +602,10 @@ def _activity_scope(order: Order, now: datetime) -> selectors.ActivityScope:
     )
 
 
-def risk_lock(*, order: Order, now: datetime) -> tuple[str | None, selectors.RecentActivity]:
-    """Inside the risk transaction: lock the order and its user's checks; its status now and
-    the user's recent activity under the lock (`selectors.order_lock_for_risk`)."""
+def risk_lock(*, order: Order, now: datetime) -> selectors.RiskLock:
+    """Inside the risk transaction: lock the order and its user's checks; its status now, the
+    user's recent activity and the active kill switches under the lock
+    (`selectors.order_lock_for_risk`)."""
     return selectors.order_lock_for_risk(_activity_scope(order, now))
 
 

@@ -269,6 +269,7 @@ class ActivityScope:
     order_id: Any
     instrument: str
     instrument_type: str
+    venue: str
     side: str
     outcome: str  # an event contract's ("" for others): resting orders count per outcome
     now: datetime
@@ -324,21 +325,43 @@ def order_lock(*, order_id: Any) -> Order | None:
     return row_get(Order, lock=True, pk=order_id)
 
 
-def order_lock_for_risk(scope: ActivityScope) -> tuple[str | None, RecentActivity]:
-    """Lock the scope's order row and its user's risk checks; return the order's status (None if
-    there is no such order) and, read under that lock, the user's `recent_activity`. The user lock
-    (advisory, transaction-scoped) serialises one user's risk checks, so two concurrent orders
-    cannot both pass a daily or velocity limit that only one of them fits in.
+_LOCK_FOR_RISK_SQL = f"""
+SELECT status, pg_advisory_xact_lock(hashtext(%s)),
+       ARRAY(SELECT id FROM {KillSwitch._meta.db_table} WHERE {_KILL_SWITCHES_WHERE})
+FROM orders WHERE id = %s FOR UPDATE
+"""  # noqa: S608 (constants only)
+
+
+@dataclass(frozen=True)
+class RiskLock:
+    status: str | None  # the order's (None: no such order)
+    activity: RecentActivity  # the user's, read under the lock
+    switch_ids: frozenset[Any]  # the active kill switches that cover the order, as of the lock
+
+
+def order_lock_for_risk(scope: ActivityScope) -> RiskLock:
+    """Lock the scope's order row and its user's risk checks; return the order's status, the
+    user's `recent_activity` read under that lock, and which kill switches are active now (a
+    switch flipped while the order's checks gathered their inputs must still stop it). The user
+    lock (advisory, transaction-scoped) serialises one user's risk checks, so two concurrent
+    orders cannot both pass a daily or velocity limit that only one of them fits in.
 
     Two statements sent together: inside `k2.core.queries.pipelined`, one round trip. The
     database runs the second once the first holds its locks, so it sees every order the lock's
     previous holder committed."""
+    user_lock = f"k2:trading:user:{scope.user_id}"
+    switches = [
+        KillSwitchScope.GLOBAL,
+        KillSwitchScope.VENUE,
+        scope.venue,
+        KillSwitchScope.USER,
+        scope.user_id,
+    ]
     with connection.cursor() as lock, connection.cursor() as counts:
-        lock.execute(
-            "SELECT status, pg_advisory_xact_lock(hashtext(%s)) FROM orders WHERE id = %s FOR UPDATE",
-            [f"k2:trading:user:{scope.user_id}", scope.order_id],
-        )
+        lock.execute(_LOCK_FOR_RISK_SQL, [user_lock, *switches, scope.order_id])
         counts.execute(_RECENT_ACTIVITY_SQL, scope.params())
         row = lock.fetchone()
         activity = _recent_activity_of(counts.fetchone())
-    return (row[0] if row else None), activity
+    if row is None:
+        return RiskLock(None, activity, frozenset())
+    return RiskLock(row[0], activity, frozenset(row[2]))

@@ -489,7 +489,7 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
         )
         try:
             order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
-        except risk.AccountSnapshotStale:
+        except (risk.AccountSnapshotStale, risk.KillSwitchesChanged):
             inputs = risk.risk_gather(
                 order=order,
                 instrument=instrument,
@@ -497,7 +497,9 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
                 credentials=credentials,
                 allow_stale=False,
             )
-            order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+            order = _order_risk_check(
+                order=order, instrument=instrument, inputs=inputs, actor=actor, last_try=True
+            )
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
     risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
@@ -564,25 +566,33 @@ def _order_create(
     return order, config()
 
 
-def _order_risk_check(*, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any) -> Order:
+def _order_risk_check(
+    *, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any, last_try: bool = False
+) -> Order:
     """`order` is the intent as `_order_create` stored it. While it is still pending nothing else
-    has changed it, so only its status is locked and read here.
+    has changed it, so only its status is locked and read here. A kill switch that became active
+    while the inputs were gathered (`KillSwitchesChanged`), or a refusal that rests on a stale
+    account snapshot (`AccountSnapshotStale`), sends the caller to gather them again, once
+    (`last_try` then).
 
     Pipelined: BEGIN, the lock and the activity read go out together, the order's write at the
     end of the block, then COMMIT: three round trips."""
     now = timezone.now()
     with atomic_audited(), pipelined():
-        status, activity = risk.risk_lock(order=order, now=now)
+        held = risk.risk_lock(order=order, now=now)
+        status, activity = held.status, held.activity
         if status != OrderStatus.PENDING:
             locked = selectors.order_lock(order_id=order.pk)
             assert locked is not None
             return locked  # cancelled while we gathered inputs
+        if not last_try and not held.switch_ids <= {switch.pk for switch in inputs.switches}:
+            raise risk.KillSwitchesChanged()  # nothing written: rolled back
         try:
             notional = risk.risk_check(
                 order=order, instrument=instrument, inputs=inputs, now=now, activity=activity
             )
         except RiskRejection as rejection:
-            if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES:
+            if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES and not last_try:
                 raise risk.AccountSnapshotStale() from rejection  # nothing written: rolled back
             order.metadata = {**order.metadata, "rejection": rejection.details, "rejected_by": "risk"}
             order_transition(

@@ -484,3 +484,33 @@ def test_a_balance_snapshot_is_never_replaced_by_an_older_one_even_by_concurrent
             list(pool.map(put, times))
             assert cached_read_at() == max(times), round_
     assert cache.get(key)[0]["USD"].available == Decimal(1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_halt_flipped_while_an_order_is_being_checked_stops_it(trader: Trader) -> None:
+    """The switches are read when the order is stored; one flipped while its inputs are gathered
+    (a slow venue balance read here) is seen under the risk lock, before anything is sent."""
+    import threading
+    import time
+
+    trader.sim.fault("latency", method="private/user-balance", latency_ms=1500)
+    flipped = threading.Event()
+
+    def flip() -> None:
+        from django.db import connections
+
+        try:
+            time.sleep(0.5)  # the order is stored and waiting for its balance read
+            KillSwitch.objects.create(scope="global", mode="halt", reason="incident 43")
+            flipped.set()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=flip)
+    thread.start()
+    try:
+        details = refused(trader, "TRADING_HALTED")
+    finally:
+        thread.join(10)
+    assert flipped.is_set()
+    assert (details["scope"], details["reason"]) == ("global", "incident 43")
