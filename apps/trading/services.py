@@ -23,7 +23,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -966,7 +966,11 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
         recorded, _, _ = selectors.execution_totals(order_id=applied.pk)
         if state.filled_quantity > recorded:
             _fetch_fills(
-                order=applied, credentials=credentials, venue_order_id=state.venue_order_id, actor=actor
+                order=applied,
+                credentials=credentials,
+                venue_order_id=state.venue_order_id,
+                filled=state.filled_quantity,
+                actor=actor,
             )
             applied.refresh_from_db()
         if _cancel_outstanding(applied):
@@ -1000,23 +1004,43 @@ def _order_settle_missing(*, order_id: Any, expect: str, code: str, actor: Any) 
     return order
 
 
-def _fetch_fills(*, order: Order, credentials: Any, venue_order_id: str, actor: Any) -> int:
+FILL_PAGE = 100  # fills per venue read (Crypto.com's most)
+FILL_PAGES = 10  # venue reads at most, per reconciliation of one order
+
+
+def _fetch_fills(*, order: Order, credentials: Any, venue_order_id: str, filled: Decimal, actor: Any) -> int:
+    """Record the order's fills that K2 has not: the account's fills on the instrument since the
+    order was made, newest first, a page at a time (each page ends where the last began) until
+    the order's fills add up to `filled` (what the venue says it filled), a page comes back
+    short, or `FILL_PAGES` reads: an account trading the instrument since does not hide them."""
     start = order.created_at - timedelta(minutes=1)
 
-    async def get(adapter: ExchangeAdapter) -> list[Fill]:
-        return await adapter.get_fills(order.instrument, start=start, limit=100)
+    def ours(fill: Fill) -> bool:
+        return fill.venue_order_id == venue_order_id or fill.client_order_id == order.venue_client_order_id
 
-    try:
-        fills = venue_call(
-            order.exchange, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS,
-            actor=actor, target=order,
-        )  # fmt: skip
-    except ex.ExchangeError as error:
-        log.warning("reconcile_fills_failed", order_id=str(order.pk), code=error.code)
-        return 0
+    found: dict[str, Fill] = {}
+    end: datetime | None = None
+    for _ in range(FILL_PAGES):
+
+        async def get(adapter: ExchangeAdapter, end: datetime | None = end) -> list[Fill]:
+            return await adapter.get_fills(order.instrument, start=start, end=end, limit=FILL_PAGE)
+
+        try:
+            page = venue_call(
+                order.exchange, get, credentials=credentials,
+                timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS, actor=actor, target=order,
+            )  # fmt: skip
+        except ex.ExchangeError as error:
+            log.warning("reconcile_fills_failed", order_id=str(order.pk), code=error.code)
+            break
+        new = [fill for fill in page if fill.venue_trade_id not in found]
+        found.update((fill.venue_trade_id, fill) for fill in new)
+        if len(page) < FILL_PAGE or not new or sum(f.quantity for f in found.values() if ours(f)) >= filled:
+            break
+        end = min(fill.time for fill in page) + timedelta(milliseconds=1)  # its last instant again
     recorded = 0
-    for fill in fills:
-        if fill.venue_order_id == venue_order_id or fill.client_order_id == order.venue_client_order_id:
+    for fill in found.values():
+        if ours(fill):
             recorded += execution_record(venue=order.exchange, fill=fill, source="reconcile")
     return recorded
 

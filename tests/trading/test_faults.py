@@ -231,3 +231,33 @@ def test_a_cancel_asked_for_while_the_order_is_being_sent_is_carried_out(trader:
     assert order.status == "cancelled"
     venue = trader.venue_state()
     assert (venue["orders"], venue["open_orders"]) == (1, 0)
+
+
+@pytest.mark.django_db
+def test_reconciliation_finds_an_orders_fills_behind_later_trades(trader: Trader) -> None:
+    """No stream ran, and the account traded the instrument 120 times since: the order's fills
+    are further back than one page of the venue's trade list. Reconciliation pages back to them."""
+    from apps.exchanges.adapters.base import Credentials
+    from apps.exchanges.adapters.base import OrderRequest as VenueOrder
+    from apps.exchanges.adapters.base import OrderType as VenueType
+    from apps.exchanges.adapters.base import Side as VenueSide
+    from apps.trading.venue import venue_call
+
+    trader.sim.configure(rate_limits=False)
+    order = order_of(trader.place(order_type="market", price=None, quantity="0.01"))
+    assert (order.status, order.executions.count()) == ("filled", 0)
+    credentials = Credentials(trader.account["api_key"], trader.account["api_secret"])
+
+    async def trade_since(adapter: Any) -> int:
+        for i in range(120):
+            request = VenueOrder(
+                instrument="BTC-USD", side=VenueSide.BUY, order_type=VenueType.MARKET,
+                quantity=Decimal("0.001"), client_order_id=f"later-{i}",
+            )  # fmt: skip
+            await adapter.place_order(request)
+        return len(await adapter.get_fills("BTC-USD", limit=100))
+
+    assert venue_call("cryptocom", trade_since, credentials=credentials, timeout=30) == 100
+    order_reconcile(order_id=order.pk)
+    order.refresh_from_db()
+    assert sum(e.quantity for e in order.executions.all()) == order.filled_quantity == Decimal("0.01")
