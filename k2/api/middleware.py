@@ -1,4 +1,6 @@
-"""Refuse oversized bodies before any view reads them (413 in the error envelope)."""
+"""Refuse, before any view runs, what no view can take, in the error envelope: an oversized body
+(413) and a NUL character in the path or the query string (400: PostgreSQL text cannot hold
+one, so a symbol or id with it reached a query and failed there as a 500)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from django.http import HttpRequest, HttpResponse
 from k2.api.responses import error_response
 
 
-class BodySizeLimitMiddleware:
+class RequestLimitsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+            return error_response(400, "MALFORMED_REQUEST", "NUL characters are not allowed in a URL.")
         limit = int(settings.K2_REQUEST_MAX_BODY_BYTES)
         raw = request.META.get("CONTENT_LENGTH") or "0"
         try:

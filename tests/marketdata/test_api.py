@@ -180,6 +180,25 @@ def test_candles_window_and_validation(client, market):
         "VALIDATION_ERROR",
     )
     error(client.get("/v1/candles/NOPE-USD"), 404, "INSTRUMENT_NOT_FOUND")
+    # A window that would run off the calendar: 400, not a 500.
+    error(client.get("/v1/candles/BTC-USD?interval=1d&end=0001-01-01T00:00:00Z"), 400, "VALIDATION_ERROR")
+    error(client.get("/v1/candles/BTC-USD?interval=1m&start=9999-12-31T23:59:00Z"), 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/prices/%00",
+        "/v1/prices?instruments=BTC-USD,%00",
+        "/v1/instruments/%00",
+        "/v1/candles/BTC%00-USD",
+        "/v1/watchlists/shared/%00",
+    ],
+)
+def test_a_nul_character_in_the_url_is_a_400(client, market, path):
+    """PostgreSQL text cannot hold NUL: refused before any view (it failed in a query, a 500)."""
+    body = error(client.get(path), 400, "MALFORMED_REQUEST")
+    assert "NUL" in body["message"]
 
 
 # ---- watchlists -----------------------------------------------------------------------------

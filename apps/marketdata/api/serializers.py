@@ -101,11 +101,16 @@ class CandleQuerySerializer(serializers.Serializer[dict[str, Any]]):
         start = attrs.get("start")
         if end is None:
             end = datetime.now(tz=UTC) if start is None else None
-        if start is None and end is not None:
-            start = datetime.fromtimestamp(end.timestamp() - seconds * limit, tz=UTC)
-        if end is None:
-            assert start is not None
-            end = datetime.fromtimestamp(start.timestamp() + seconds * limit, tz=UTC)
+        try:  # a window running off the calendar (before year 1, after 9999) is bad input
+            if start is None and end is not None:
+                start = datetime.fromtimestamp(end.timestamp() - seconds * limit, tz=UTC)
+            if end is None:
+                assert start is not None
+                end = datetime.fromtimestamp(start.timestamp() + seconds * limit, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise serializers.ValidationError(
+                {"start": ["The window runs past the supported dates; give both 'start' and 'end'."]}
+            ) from None
         assert start is not None
         if start >= end:
             raise serializers.ValidationError({"start": ["'start' must be before 'end'."]})
