@@ -130,20 +130,24 @@ def exchange_link_complete(*, user: Any, venue: str, state: str, key: str, secre
 
 
 def exchange_link_revoke(*, user: Any, link_id: Any, actor: Any = None) -> ExchangeLink:
-    """Unlink: the link becomes `revoked` and its credentials are erased."""
+    """Unlink: the link becomes `revoked` and its credentials are erased (also when it was
+    already revoked, by the venue refusing its key: the user asked K2 to forget them)."""
     with transaction.atomic(durable=True):
         link = ExchangeLink.objects.select_for_update().filter(pk=link_id, user=user).first()
         if link is None:
             raise NotFoundError("No such exchange link.")
-        if link.status != LinkStatus.REVOKED:
+        held = bool(link.access_token or link.access_secret or link.refresh_token)
+        if link.status != LinkStatus.REVOKED or held:
+            was = link.status
             link.status = LinkStatus.REVOKED
-            link.revoked_at = timezone.now()
+            link.revoked_at = link.revoked_at if was == LinkStatus.REVOKED else timezone.now()
             link.access_token = ""
             link.access_secret = ""
             link.refresh_token = None
             link.save()
-            record(actor or user, "exchange.unlinked", link, {"venue": link.exchange})
-            _announce_links_changed(link.exchange)
+            record(actor or user, "exchange.unlinked", link, {"venue": link.exchange, "was": was})
+            if was != LinkStatus.REVOKED:
+                _announce_links_changed(link.exchange)
     return link
 
 
@@ -159,6 +163,7 @@ def exchange_link_check(*, link_id: Any) -> str:
     link = ExchangeLink.objects.select_related("user").filter(pk=link_id, status=LinkStatus.ACTIVE).first()
     if link is None:
         return "skipped"
+    proved_linked_at = link.linked_at  # a relink meanwhile brings other credentials
     outcome, code = "ok", ""
     try:
         run_venue_call(link.exchange, _prove, credentials=link_credentials(link), actor=None, target=link)
@@ -168,15 +173,16 @@ def exchange_link_check(*, link_id: Any) -> str:
         outcome, code = "unavailable", "EXCHANGE_UNAVAILABLE"
     with transaction.atomic(durable=True):
         link = ExchangeLink.objects.select_for_update().get(pk=link.pk)
-        if link.status != LinkStatus.ACTIVE:
-            return "skipped"
+        if link.status != LinkStatus.ACTIVE or link.linked_at != proved_linked_at:
+            return "skipped"  # unlinked, or linked again with credentials this check never tried
         link.last_checked_at = timezone.now()
         link.last_error_code = code
         fields = ["last_checked_at", "last_error_code", "updated_at"]
         if outcome == "refused":
             link.status = LinkStatus.REVOKED
             link.revoked_at = link.last_checked_at
-            fields += ["status", "revoked_at"]
+            link.access_token, link.access_secret, link.refresh_token = "", "", None  # useless now
+            fields += ["status", "revoked_at", "access_token", "access_secret", "refresh_token"]
             record(
                 None,
                 "exchange.link_revoked_by_venue",

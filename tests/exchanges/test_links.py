@@ -167,6 +167,68 @@ def test_health_check_marks_a_refused_link_revoked_and_tells_the_user(
     assert stored.status == "revoked"
     assert stored.last_error_code == "EXCHANGE_AUTH_FAILED"
     assert AuditEntry.objects.filter(action="exchange.link_revoked_by_venue", target_id=link_id).exists()
+    # Credentials the venue refuses are useless: not kept.
+    assert (stored.access_token.reveal(), stored.access_secret.reveal()) == ("", "")
+
+
+def test_unlinking_a_link_the_venue_revoked_erases_what_is_left(client: Any, sim_urls: Any) -> None:
+    """A link marked revoked while it still held credentials (as the venue check left them
+    before): the user's unlink erases them."""
+    link_id = link(client, sim_urls.create_account()).json()["data"]["id"]
+    ExchangeLink.objects.filter(pk=link_id).update(status="revoked")
+    assert client.delete(f"/v1/exchanges/links/{link_id}").status_code == 204
+    stored = ExchangeLink.objects.get(pk=link_id)
+    assert (stored.access_token.reveal(), stored.access_secret.reveal()) == ("", "")
+    assert AuditEntry.objects.get(action="exchange.unlinked", target_id=link_id).details["was"] == "revoked"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_check_does_not_revoke_credentials_linked_after_it_began(
+    client: Any, sim_urls: Any, user: User
+) -> None:
+    """The check proves the credentials it read; if the user links again (a new key, typically
+    because the old one was rotated away at the venue) before it records the answer, the answer
+    is not about the link's credentials any more."""
+    import threading
+
+    account = sim_urls.create_account()
+    link_id = link(client, account).json()["data"]["id"]
+    stored = ExchangeLink.objects.get(pk=link_id)
+    stored.access_secret = "rotated-away-at-the-venue"
+    stored.save()
+    sim_urls.fault("latency", method="private/user-balance", latency_ms=1500)
+    outcome: list[str] = []
+
+    def run_check() -> None:
+        from django.db import connections
+
+        try:
+            outcome.append(exchange_link_check(link_id=link_id))
+        finally:
+            connections.close_all()
+
+    check = threading.Thread(target=run_check)
+    check.start()
+    try:
+        import time
+
+        time.sleep(0.5)  # the check's venue call is under way, with the old secret
+        assert link(client, sim_urls.create_account()).status_code == 201  # linked again
+    finally:
+        check.join(10)
+    assert outcome == ["skipped"]
+    stored.refresh_from_db()
+    assert stored.status == "active"
+
+
+@pytest.mark.parametrize("key", ["clé-ünïcode", "abc\r\nX-Evil: 1", "two words"])
+def test_an_api_key_that_cannot_go_in_a_header_is_a_400(client: Any, sim_urls: Any, key: str) -> None:
+    state = initiate(client)["state"]
+    body = {"state": state, "api_key": key, "api_secret": "s"}
+    response = client.post("/v1/auth/link/cryptocom/callback", body, format="json")
+    assert response.status_code == 400, response.content
+    assert set(response.json()["error"]["details"]["fields"]) == {"api_key"}
+    assert ExchangeLink.objects.count() == 0
 
 
 def test_health_check_leaves_a_link_active_when_the_venue_is_down(

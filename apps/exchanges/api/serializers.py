@@ -30,7 +30,14 @@ class LinkCallbackInputSerializer(serializers.Serializer):
     `api_key` + `api_secret`, Kalshi: `api_key_id` + `private_key` (PEM)."""
 
     state = serializers.CharField(max_length=128)
-    key = serializers.CharField(max_length=256, trim_whitespace=True)
+    # An API key goes into a request header: printable ASCII, no spaces (a non-ASCII key failed
+    # in the HTTP client as a 500, a CR/LF one as a venue that could not be reached).
+    key = serializers.RegexField(
+        r"^[\x21-\x7e]+\Z",
+        max_length=256,
+        trim_whitespace=True,
+        error_messages={"invalid": "An API key is printable ASCII without spaces."},
+    )
     secret = serializers.CharField(max_length=8192, trim_whitespace=False)
 
 
