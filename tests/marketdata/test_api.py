@@ -186,19 +186,17 @@ def test_candles_window_and_validation(client, market):
 
 
 @pytest.mark.parametrize(
-    "path",
-    [
-        "/v1/prices/%00",
-        "/v1/prices?instruments=BTC-USD,%00",
-        "/v1/instruments/%00",
-        "/v1/candles/BTC%00-USD",
-        "/v1/watchlists/shared/%00",
-    ],
+    "path", ["/v1/prices/%00", "/v1/instruments/%00", "/v1/candles/BTC%00-USD", "/v1/watchlists/shared/%00"]
 )
 def test_a_nul_character_in_the_url_is_a_400(client, market, path):
     """PostgreSQL text cannot hold NUL: refused before any view (it failed in a query, a 500)."""
     body = error(client.get(path), 400, "MALFORMED_REQUEST")
     assert "NUL" in body["message"]
+
+
+def test_a_nul_character_in_a_query_parameter_is_a_400_on_that_field(client, market):
+    body = error(client.get("/v1/prices?instruments=BTC-USD,%00"), 400, "VALIDATION_ERROR")
+    assert body["details"]["fields"] == {"instruments": ["NUL characters are not allowed."]}
 
 
 # ---- watchlists -----------------------------------------------------------------------------
