@@ -205,14 +205,16 @@ def performance_get(*, portfolio: Portfolio, range_name: str, now: datetime | No
             max_drawdown_percent=drawdown,
         )
     start = times[0]
-    realised = ZERO
+    realised = settlement_realised = ZERO
     books = portfolio.books
     for book in books.crypto.values():
         realised += sum((r.amount for r in book.realisations if start <= r.time <= now), ZERO)
     for ebook in books.events.values():
         for side in (ebook.yes, ebook.no):
-            realised += sum((r.amount for r in side.realisations if start <= r.time <= now), ZERO)
-    settlement_realised = sum((p.settlement_pnl for p in portfolio.positions if p.status == "settled"), ZERO)
+            in_range = [r for r in side.realisations if start <= r.time <= now]
+            realised += sum((r.amount for r in in_range), ZERO)
+            # Settlement P&L is the part of the range's realised P&L that settlements made.
+            settlement_realised += sum((r.amount for r in in_range if r.settlement), ZERO)
     fees = sum((fee for t, fee in books.fee_events if start <= t <= now), ZERO)
     return {
         "range": range_name,

@@ -321,16 +321,24 @@ class _Pricer:
         return price, source
 
 
+def _usd_of(venue: str, currency: str, pricer: _Pricer) -> Decimal | None:
+    """What one unit of `currency` is worth in USD (USD and its par coins: 1 or their feed)."""
+    if currency == "USD":
+        return ONE
+    return pricer.currency(venue, currency)[0]
+
+
 def _fee_usd(execution: Execution, base: str, quote: str, pricer: _Pricer) -> tuple[Decimal, Decimal]:
-    """(fee value in USD, fee taken from the base quantity)."""
+    """(fee value in USD, fee taken from the base quantity). A fee in the base currency is worth
+    the trade's price in the quote currency, and the quote currency its USD price: on ETH-BTC a
+    0.0001 BTC fee is 0.0001 times BTC's USD price, not 0.0001 USD."""
     currency = (execution.fee_currency or quote).upper()
     if execution.fee == 0:
         return ZERO, ZERO
     if currency == base:
-        return execution.fee * execution.price, execution.fee
-    if currency in (quote, "USD") or currency in pricer.par:
-        return execution.fee, ZERO
-    price, _ = pricer.currency(execution.venue, currency)
+        quote_usd = _usd_of(execution.venue, quote, pricer)
+        return (execution.fee * execution.price * quote_usd if quote_usd is not None else ZERO), execution.fee
+    price = _usd_of(execution.venue, currency, pricer)
     return (execution.fee * price if price is not None else ZERO), ZERO
 
 

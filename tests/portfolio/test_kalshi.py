@@ -108,6 +108,19 @@ def test_both_venues_agree_with_the_simulators_and_settlement_realises(both: tup
     assert Decimal(settled["quantity"]) == 0
     assert abs(Decimal(settled["settlement_pnl"]) - (contracts - cost)) < CENT
     assert abs(Decimal(settled["realized_pnl"]) - (contracts - cost)) < CENT
+    # Performance: the settlement is in today's range, and not in a day's range two days on.
+    day = get(trader, "/v1/portfolio/performance?range=1d")
+    assert abs(Decimal(day["settlement_pnl"]) - (contracts - cost)) < CENT
+    from datetime import UTC, datetime, timedelta
+
+    from apps.portfolio import performance, selectors
+
+    later = performance.performance_get(
+        portfolio=selectors.portfolio_get(user=trader.user),
+        range_name="1d",
+        now=datetime.now(UTC) + timedelta(days=2),
+    )
+    assert (later["realized_pnl"], later["settlement_pnl"]) == (0, 0)
     assert Decimal(settled["market_value"]) == 0
     # The payout is now cash at the venue, and the portfolio says so.
     assert kalshi_cash(kalshi) == cash + contracts

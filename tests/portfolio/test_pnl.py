@@ -71,3 +71,27 @@ def test_settlement_closes_at_the_payout() -> None:
     assert won.yes.realised == won.yes.settlement_pnl
     won.settle(result="no", when=T)  # once only
     assert won.yes.settlement_pnl == D("1.95")
+
+
+def test_fees_on_a_pair_not_quoted_in_usd_are_valued_in_usd() -> None:
+    """ETH-BTC at 0.05 BTC with BTC at 60,000 USD: a 0.0001 BTC fee is 6 USD (not 0.0001), and a
+    0.001 ETH fee is 0.001 x 0.05 x 60,000 = 3 USD, taken from the ETH received."""
+    from apps.portfolio.selectors import Execution, InstrumentInfo, _Pricer, books_build
+
+    registry = {
+        "ETH-BTC": InstrumentInfo("ETH-BTC", "cryptocom", "crypto", "ETH", "BTC"),
+        "BTC-USD": InstrumentInfo("BTC-USD", "cryptocom", "crypto", "BTC", "USD"),
+    }
+    pricer = _Pricer([], registry, {"BTC-USD": D("60000")})
+
+    def buy(fee: str, currency: str) -> Execution:
+        return Execution(
+            venue="cryptocom", instrument="ETH-BTC", instrument_type="crypto", side="buy", outcome="",
+            quantity=D("1"), price=D("0.05"), fee=D(fee), fee_currency=currency, executed_at=T,
+        )  # fmt: skip
+
+    in_quote = books_build([buy("0.0001", "BTC")], registry, pricer, method="average").crypto
+    assert (in_quote["cryptocom", "ETH"].cost, in_quote["cryptocom", "ETH"].fees) == (D("3006"), D("6"))
+    in_base = books_build([buy("0.001", "ETH")], registry, pricer, method="average").crypto
+    book = in_base["cryptocom", "ETH"]
+    assert (book.quantity, book.fees) == (D("0.999"), D("3"))
