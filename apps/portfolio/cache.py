@@ -76,11 +76,15 @@ def snapshot_write(user_id: Any, snapshot: VenueSnapshot, *, generation: str) ->
     return bool(written)
 
 
-def snapshots_invalidate(user_id: Any, venues: Iterable[str]) -> None:
+def snapshots_invalidate(user_id: Any, venues: Iterable[str], *, forget: bool = False) -> None:
+    """Bump the generation and drop the fresh snapshots of `venues`; with `forget`, the last
+    good ones too (they are another account's once the link changes: never to be served)."""
     names = list(venues)
     with redis_client(write=True).pipeline(transaction=True) as pipe:
         pipe.incr(gen_key(user_id))
         pipe.expire(gen_key(user_id), max(int(float(settings.K2_PORTFOLIO_STALE_SECONDS)), 60) * 2)
         if names:
             pipe.delete(*[fresh_key(user_id, v) for v in names])
+            if forget:
+                pipe.delete(*[last_key(user_id, v) for v in names])
         pipe.execute()

@@ -2,7 +2,8 @@
 
 Every saved `OrderExecution` (a fill) and every saved `Order` that has reached its venue (a
 status or fill update) drops the owner's cached portfolio once the transaction commits, so no
-reader can cache the state from before the change. Trading does not need to know the portfolio
+reader can cache the state from before the change; a link saved with new credentials or a new
+status drops that venue's snapshots, the last good one included. Trading does not need to know the portfolio
 exists; code that changes holdings outside these models calls
 `apps.portfolio.services.portfolio_invalidate` itself.
 """
@@ -15,7 +16,8 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from apps.portfolio.services import portfolio_invalidate
+from apps.exchanges.models import ExchangeLink
+from apps.portfolio.services import portfolio_forget_venue, portfolio_invalidate
 from apps.trading.choices import OrderStatus
 from apps.trading.models import Order, OrderExecution
 
@@ -36,3 +38,17 @@ def order_saved(sender: type[Order], instance: Order, **kwargs: Any) -> None:
     if instance.status in UNSENT or instance.metadata.get("rejected_by") == "risk":
         return  # nothing reached a venue yet: no balance or position can have changed
     _invalidate_on_commit(instance.user_id)
+
+
+# A link's credentials or status changed (linked, linked again, unlinked, refused by the venue);
+# a health check's bookkeeping (last_checked_at, last_error_code) is no change of account.
+LINK_ACCOUNT_FIELDS = frozenset({"status", "access_token", "access_secret"})
+
+
+@receiver(post_save, sender=ExchangeLink, dispatch_uid="portfolio_forget_on_link_change")
+def link_saved(sender: type[ExchangeLink], instance: ExchangeLink, **kwargs: Any) -> None:
+    fields = kwargs.get("update_fields")
+    if fields is not None and not LINK_ACCOUNT_FIELDS & set(fields):
+        return
+    user_id, venue = instance.user_id, instance.exchange
+    transaction.on_commit(lambda: portfolio_forget_venue(user_id=user_id, venue=venue), robust=True)

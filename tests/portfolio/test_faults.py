@@ -76,3 +76,23 @@ def test_venue_errors_mark_only_that_venue(trader_usd: Trader, bounded: Any) -> 
     summary = get(trader_usd, "/v1/portfolio/summary")
     assert summary["venues"][0]["status"] == "unavailable"
     assert summary["venues"][0]["error_code"] in ("EXCHANGE_UNAVAILABLE", "EXCHANGE_TIMEOUT")
+
+
+def test_another_account_linked_never_shows_the_previous_accounts_snapshot(
+    trader_usd: Trader, bounded: Any
+) -> None:
+    """Unlinked, then another account linked at the same venue, which then times out: the venue
+    is unavailable, not the previous account's holdings marked stale."""
+    from apps.exchanges.models import ExchangeLink
+    from tests.trading.test_relink import relink
+
+    market_buy(trader_usd, "0.01")
+    assert get(trader_usd, "/v1/portfolio/summary")["venues"][0]["status"] == "ok"  # cached
+    link = ExchangeLink.objects.get(user=trader_usd.user)
+    assert trader_usd.client.delete(f"/v1/exchanges/links/{link.pk}").status_code == 204
+    assert relink(trader_usd, trader_usd.sim.create_account({"USD": "5"})).status_code == 201
+    trader_usd.sim.fault("latency", count=50, latency_ms=3000)
+
+    summary = get(trader_usd, "/v1/portfolio/summary")
+    assert summary["venues"][0]["status"] == "unavailable"
+    assert summary["total_value"] == "0"
