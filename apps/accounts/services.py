@@ -15,7 +15,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 import qrcode
@@ -228,12 +228,36 @@ def user_register(*, email: str, password: str) -> None:
         _on_commit_email(emails.send_already_registered_email, existing.email)
 
 
+def _oauth_identities_unlink_unproven(*, user: User) -> None:
+    """Call (in the caller's transaction) when `user`'s address is proven for the first time.
+    Linking an identity leaves the account verified, so one already linked to a still-unverified
+    account was linked from an address its provider had not verified (possible before
+    OAUTH_EMAIL_REQUIRED covered new accounts): its holder never proved the address, so the
+    identity is removed and the sessions it opened are ended."""
+    links = list(OAuthIdentity.objects.select_for_update().filter(user=user).order_by("pk"))
+    if not links:
+        return
+    OAuthIdentity.objects.filter(pk__in=[link.pk for link in links]).delete()
+    _revoke(
+        Session.objects.filter(user=user, auth_method__in={link.provider for link in links}),
+        reason=SessionRevokeReason.ACCOUNT_TAKEOVER_GUARD,
+    )
+    for link in links:
+        record(
+            user,
+            "auth.oauth_unlinked",
+            target=user,
+            details={"provider": link.provider, "reason": "email_unverified_when_linked"},
+        )
+
+
 def email_verify(*, token: str) -> User:
     """Mark the address the token was sent to as verified (once; the token is then spent)."""
     with transaction.atomic(durable=True):
         row = _account_token_consume(raw=token, purpose=AccountTokenPurpose.VERIFY_EMAIL)
         user = row.user
         if not user.email_verified:
+            _oauth_identities_unlink_unproven(user=user)
             user.email_verified = True
             user.save(update_fields=["email_verified", "updated_at"])
         record(user, "auth.email_verified", target=user)
@@ -322,13 +346,18 @@ def _challenge_issue(*, user: User, auth_method: str, device_name: str = "") -> 
 
 
 def _revoke(queryset: Any, *, reason: str) -> list[Session]:
-    """Revoke the active sessions in `queryset` (caller's transaction); returns them."""
+    """Revoke the active sessions in `queryset` (caller's transaction); returns them. After
+    commit, their open `/ws/prices` sockets are closed (an access token outlives a revocation
+    only as a socket already open, so they are told)."""
+    from apps.marketdata.ws.hub import sessions_revoked_publish_on_commit
+
     now = timezone.now()
     sessions = list(queryset.filter(revoked_at__isnull=True).select_for_update().order_by("pk"))
     if sessions:
         Session.objects.filter(pk__in=[s.pk for s in sessions]).update(
             revoked_at=now, revoked_reason=reason, updated_at=now
         )
+        sessions_revoked_publish_on_commit(revoked=[(s.user_id, s.pk) for s in sessions])
     for session in sessions:
         session.revoked_at, session.revoked_reason = now, reason
     return sessions
@@ -465,11 +494,17 @@ def _audit_failure(
         record(actor, action, target=target, details=details)
 
 
+def _login_throttled(*, email: str, scope: str, wait: int) -> NoReturn:
+    _audit_failure("anonymous", "auth.login_throttled", details={"email": email, "scope": scope})
+    raise Throttled(wait=wait, detail="Too many failed sign-in attempts. Try again later.")
+
+
 def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
     """Password login: tokens, or a 2FA challenge when the user has 2FA on.
 
     Failed attempts count per account and per IP; over the limit, the attempt is refused with
-    429 before the password is checked. Unknown email and wrong password answer alike.
+    429 before the password is checked. Unknown email, OAuth-only account and wrong password
+    answer alike and cost one password hash each.
     """
     email = email.strip().lower()
     account_counter = throttling.login_account_counter(email)
@@ -477,17 +512,19 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
     for scope, counter in (("account", account_counter), ("ip", ip_counter)):
         wait = counter.retry_after()
         if wait is not None:
-            _audit_failure("anonymous", "auth.login_throttled", details={"email": email, "scope": scope})
-            raise Throttled(wait=wait, detail="Too many failed sign-in attempts. Try again later.")
+            _login_throttled(email=email, scope=scope, wait=wait)
+    # The attempt counts against the account before its password is checked (an atomic
+    # increment, cleared on success), so concurrent guesses cannot all pass the check above.
+    if account_counter.fail() > account_counter.limit:
+        _login_throttled(email=email, scope="account", wait=account_counter.retry_after() or 1)
 
     user = User.objects.filter(email__iexact=email).first()
-    if user is None:
+    if user is None or not user.has_usable_password():
         _dummy_password_check(password)
         ok = False
     else:
-        ok = user.has_usable_password() and user.check_password(password)
+        ok = user.check_password(password)
     if not ok:
-        account_counter.fail()
         ip_counter.fail()
         reason = "unknown_email" if user is None else "wrong_password"
         _audit_failure(
@@ -772,7 +809,8 @@ def auth_two_factor_login(
 
 
 def password_change(*, user: User, session: Session | None, current_password: str, new_password: str) -> int:
-    """Change the password; every other session is signed out. Returns how many were."""
+    """Change the password; every other session is signed out and every outstanding reset link
+    spent. Returns how many sessions were signed out."""
     counter = throttling.login_account_counter(user.email)
     counter.check()
     if not user.has_usable_password():
@@ -787,6 +825,9 @@ def password_change(*, user: User, session: Session | None, current_password: st
         locked.set_password(new_password)
         locked.password_changed_at = timezone.now()
         locked.save(update_fields=["password", "password_changed_at", "updated_at"])
+        AccountToken.objects.filter(
+            user=locked, purpose=AccountTokenPurpose.PASSWORD_RESET, used_at__isnull=True
+        ).update(used_at=timezone.now())
         revoked = _session_revoke_all(
             user=locked, actor=user, reason=SessionRevokeReason.PASSWORD_CHANGE, keep=session
         )
@@ -824,6 +865,8 @@ def password_reset_confirm(*, token: str, new_password: str) -> int:
         row = _account_token_consume(raw=token, purpose=AccountTokenPurpose.PASSWORD_RESET)
         user = User.objects.select_for_update().get(pk=row.user_id)
         _validate_new_password(new_password, user=user, field_name="new_password")
+        if not user.email_verified:
+            _oauth_identities_unlink_unproven(user=user)
         user.set_password(new_password)
         user.password_changed_at = timezone.now()
         user.email_verified = True
@@ -853,7 +896,9 @@ def oauth_login(*, provider: str, id_token: str, nonce: str | None, client: Clie
     """Sign in with a Google or Apple ID token, creating the user on first sign-in.
 
     Account linking policy: a new provider identity attaches to an existing account with the
-    same email only if the provider says the address is verified (else OAUTH_EMAIL_CONFLICT).
+    same email only if the provider says the address is verified (else OAUTH_EMAIL_CONFLICT),
+    and creates an account only from a verified address (else OAUTH_EMAIL_REQUIRED): an
+    unverified one could be someone else's, who would later claim the account by reset.
     If that account had never verified its email, whoever set its password never proved they
     own the address: the password is discarded and its sessions ended (pre-hijack guard).
     """
@@ -895,7 +940,12 @@ def oauth_login(*, provider: str, id_token: str, nonce: str | None, client: Clie
                         details={"provider": provider},
                     )
             else:
-                user = User.objects.create_user(identity.email, None, email_verified=identity.email_verified)
+                if not identity.email_verified:
+                    raise OAuthEmailRequired(
+                        "The provider has not verified this email address; K2 needs a verified one "
+                        "to create an account."
+                    )
+                user = User.objects.create_user(identity.email, None, email_verified=True)
                 created = True
                 record(user, "auth.register", target=user, details={"method": provider})
             link = OAuthIdentity.objects.create(

@@ -14,13 +14,16 @@ Protocol (every server frame carries `channel` and a per-channel `seq`; see READ
                                                      <- {"type":"heartbeat"}, {"type":"status",...},
                                                         {"type":"order_update",...} (channel "orders")
 
-Bad input gets `{"type":"error","code","message","details"}` and the socket stays open. The
-token goes in the upgrade request's header or the first message, never in the URL.
+Bad input gets `{"type":"error","code","message","details"}` and the socket stays open (a
+server fault handling a message answers `INTERNAL_ERROR`, also without closing). The token goes
+in the upgrade request's header or the first message, never in the URL; the socket is closed
+(4401, after a `SESSION_REVOKED` error) when that token's session is revoked (see ws/hub.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable
 from typing import Any, cast
@@ -41,21 +44,24 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SYMBOL_LENGTH = 100
 CLIENT_RATE = 20.0  # messages per second per socket
 CLIENT_BURST = 40.0
-RESERVED_CHANNELS = frozenset({PRICES, SYSTEM})
+# the channels other apps push on (apps.marketdata.push; orders: apps.trading.events)
+USER_CHANNELS = frozenset({"orders", "notifications"})
+# control characters (NUL reaches PostgreSQL as an error) and lone surrogates (not encodable)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 INSTRUMENT_CACHE_SECONDS = 30.0
 
 _venue_cache: dict[str, tuple[str | None, float]] = {}
 
 
-def _authenticate(token: str) -> tuple[str, float]:
-    """(user id, token expiry as epoch seconds); raises the accounts app's 401 errors."""
+def _authenticate(token: str) -> tuple[str, float, str]:
+    """(user id, token expiry as epoch seconds, session id); raises the accounts app's 401 errors."""
     from apps.accounts.choices import TOKEN_TYPE_ACCESS
     from apps.accounts.selectors import user_from_access_token
     from apps.accounts.tokens import decode
 
-    user, _session = user_from_access_token(token)
+    user, session = user_from_access_token(token)
     claims = decode(token, token_type=TOKEN_TYPE_ACCESS)
-    return str(user.id), float(claims.get("exp") or 0)
+    return str(user.id), float(claims.get("exp") or 0), str(session.pk)
 
 
 async def _venues_of(symbols: list[str]) -> dict[str, str]:
@@ -103,9 +109,10 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
         token = _bearer(self.scope)
         user_id: str | None = None
         expires = 0.0
+        session_id = ""
         if token is not None:
             try:
-                user_id, expires = await database_sync_to_async(_authenticate)(token)
+                user_id, expires, session_id = await database_sync_to_async(_authenticate)(token)
             except ApplicationError as exc:
                 log.info("ws_auth_refused", code=exc.code, via="header")
                 await self.close()  # before accept: the upgrade is refused with 403
@@ -127,7 +134,7 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
         hub.add(session)
         await hub.ensure_started()  # user messages and the housekeeping sweep need it too
         if user_id is not None:
-            self._authenticated(user_id, expires, None)
+            self._authenticated(user_id, expires, session_id, None)
         else:
             session.auth_deadline = time.monotonic() + settings.K2_WS_AUTH_TIMEOUT_SECONDS
 
@@ -146,9 +153,18 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
 
     # ---- incoming -------------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        session = self.session
-        if session is None or session.closed:
+        if self.session is None or self.session.closed:
             return
+        try:
+            await self._receive(text_data)
+        except Exception:
+            # a bug or an outage must cost this message, not the connection
+            log.exception("ws_receive_failed")
+            self._error("INTERNAL_ERROR", "The server could not handle this message.", None)
+
+    async def _receive(self, text_data: str | None) -> None:
+        session = self.session
+        assert session is not None
         if not self._allow():
             self._error("RATE_LIMITED", "Too many messages; slow down.", None)
             return
@@ -160,7 +176,7 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             self._error("MALFORMED_MESSAGE", "The message is not valid JSON.", None)
             return
         if not isinstance(message, dict):
@@ -199,7 +215,7 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
             self._error("VALIDATION_ERROR", "'token' must be a non-empty string.", request_id)
             return
         try:
-            user_id, expires = await database_sync_to_async(_authenticate)(token)
+            user_id, expires, session_id = await database_sync_to_async(_authenticate)(token)
         except ApplicationError as exc:
             log.info("ws_auth_refused", code=exc.code, via="message")
             self._error(exc.code, exc.message, request_id)
@@ -211,13 +227,14 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
         if self.session.user_id is not None and self.session.user_id != user_id:
             self._error("AUTH_USER_MISMATCH", "This socket belongs to another user.", request_id)
             return
-        self._authenticated(user_id, expires, request_id)
+        self._authenticated(user_id, expires, session_id, request_id)
 
-    def _authenticated(self, user_id: str, expires: float, request_id: Any) -> None:
+    def _authenticated(self, user_id: str, expires: float, session_id: str, request_id: Any) -> None:
         session = self.session
         assert session is not None
         if session.user_id is None:
             get_hub().set_user(session, user_id)
+        get_hub().set_auth_session(session, session_id)
         session.auth_deadline = None
         session.token_expires_at = expires or None
         session.enqueue(
@@ -303,8 +320,9 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
     def _mute(self, channel: Any, request_id: Any, *, mute: bool) -> None:
         session = self.session
         assert session is not None
-        if not isinstance(channel, str) or not channel or channel in RESERVED_CHANNELS or len(channel) > 50:
-            self._error("UNKNOWN_CHANNEL", f"Unknown channel {channel!r}.", request_id)
+        if not isinstance(channel, str) or channel not in USER_CHANNELS:  # also bounds `muted`
+            shown = channel[:50] if isinstance(channel, str) else channel
+            self._error("UNKNOWN_CHANNEL", f"Unknown channel {shown!r}.", request_id)
             return
         if mute:
             session.muted.add(channel)
@@ -319,7 +337,10 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
         if (
             not isinstance(raw, list)
             or (required and not raw)
-            or not all(isinstance(s, str) and 0 < len(s) <= MAX_SYMBOL_LENGTH for s in raw)
+            or not all(
+                isinstance(s, str) and 0 < len(s) <= MAX_SYMBOL_LENGTH and not _CONTROL_CHARACTERS.search(s)
+                for s in raw
+            )
         ):
             self._error(
                 "VALIDATION_ERROR",

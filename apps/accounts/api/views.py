@@ -173,7 +173,8 @@ class _OAuthApi(_AnonymousAuthApi):
 _OAUTH_DESCRIPTION = (
     "The client signs in with {name} and sends the ID token it received (and the raw nonce). "
     "K2 verifies signature (provider JWKS), issuer, audience, expiry and nonce, then signs the "
-    "user in, creating the account on first sign-in. With 2FA on, answers two_factor_required."
+    "user in, creating the account on first sign-in (only from an email address the provider "
+    "has verified, else OAUTH_EMAIL_REQUIRED). With 2FA on, answers two_factor_required."
 )
 
 

@@ -6,6 +6,13 @@ instrument (each socket conflates on its own, see `session.py`). Messages for on
 (`k2:ws:user`, from `apps.marketdata.push`) reach that user's local sockets the same way. So a
 tick costs one Redis message per web process, not one channel-layer `group_send` per socket.
 
+Revoked sessions (logout, password change, `session_revoke_all`): the accounts services publish
+`{"t":"revoke","user_id",...,"session_ids":[...]}` on the same user channel after commit
+(`sessions_revoked_publish_on_commit`), and the hub closes the sockets authenticated with those
+sessions (4401) before any later message for the user reaches them. As a fallback for a lost
+publish, the sweep re-reads every few seconds which of its sockets' sessions were revoked (one
+query per process for all its sockets).
+
 The hub also runs the per-process housekeeping sweep: heartbeats, the slow-consumer watchdog,
 the authentication deadline and token expiry, and venue liveness (a feed that died without
 saying so shows up as its venue key expiring; clients are told their prices went stale).
@@ -22,7 +29,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 
 from apps.marketdata import cache
 from apps.marketdata.ws.session import (
@@ -41,6 +50,42 @@ log = get_logger(__name__)
 SWEEP_SECONDS = 0.5
 VENUE_POLL_SECONDS = 2.0
 SUBSCRIBE_TIMEOUT = 5.0
+REVOCATION_POLL_SECONDS = 5.0
+REVOKE_EVENT = "revoke"
+
+
+def sessions_revoked_publish_on_commit(*, revoked: Iterable[tuple[Any, Any]]) -> None:
+    """After commit, tell every web process to close the sockets of these `(user_id, session_id)`
+    pairs. Best effort (`robust`: Redis down is logged, the revocation stands; the hub's sweep
+    catches up)."""
+    by_user: dict[str, list[str]] = {}
+    for user_id, session_id in revoked:
+        by_user.setdefault(str(user_id), []).append(str(session_id))
+    if not by_user:
+        return
+    payloads = [
+        json.dumps({"t": REVOKE_EVENT, "user_id": user_id, "session_ids": ids})
+        for user_id, ids in by_user.items()
+    ]
+
+    def publish() -> None:
+        with cache.sync_client().pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                pipe.publish(cache.USER_CHANNEL, payload)
+            pipe.execute()
+
+    transaction.on_commit(publish, robust=True)
+
+
+def _revoked_among(session_ids: set[str]) -> set[str]:
+    from apps.accounts.models import Session
+
+    return {
+        str(pk)
+        for pk in Session.objects.filter(pk__in=session_ids, revoked_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    }
 
 
 def _iso_now() -> str:
@@ -61,11 +106,13 @@ class Hub:
         self.sessions: set[ClientSession] = set()
         self.by_instrument: dict[str, set[ClientSession]] = {}
         self.by_user: dict[str, set[ClientSession]] = {}
+        self.auth_session: dict[ClientSession, str] = {}  # socket -> accounts session id
         self.venue_live: dict[str, bool] = {}
         self.redis: aioredis.Redis = cache.async_client()
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._revocation_check: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._start_lock = asyncio.Lock()
         self.stats = {"events": 0, "prices": 0, "offers": 0, "user_messages": 0, "reconnects": 0}
@@ -82,13 +129,14 @@ class Hub:
         await asyncio.wait_for(self._ready.wait(), SUBSCRIBE_TIMEOUT)
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._reader, self._sweeper)
-        self._reader = self._sweeper = None
+        await cancel_and_wait(self._reader, self._sweeper, self._revocation_check)
+        self._reader = self._sweeper = self._revocation_check = None
         for session in list(self.sessions):
             await session.stop()
         self.sessions.clear()
         self.by_instrument.clear()
         self.by_user.clear()
+        self.auth_session.clear()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
 
@@ -98,6 +146,7 @@ class Hub:
 
     def remove(self, session: ClientSession) -> None:
         self.sessions.discard(session)
+        self.auth_session.pop(session, None)
         for instrument in list(session.subscriptions):
             self._unindex(session, instrument)
         if session.user_id is not None:
@@ -110,6 +159,11 @@ class Hub:
     def set_user(self, session: ClientSession, user_id: str) -> None:
         session.user_id = user_id
         self.by_user.setdefault(user_id, set()).add(session)
+
+    def set_auth_session(self, session: ClientSession, session_id: str) -> None:
+        """The accounts session the socket's current token belongs to (closed when it is revoked)."""
+        if session in self.sessions:
+            self.auth_session[session] = session_id
 
     async def subscribe(self, session: ClientSession, venues_of: dict[str, str]) -> None:
         """Start delivering the instruments' prices to `session`, then offer each one's cached
@@ -178,7 +232,10 @@ class Hub:
             log.warning("ws_hub_bad_event", channel=name)
             return
         if name == cache.USER_CHANNEL:
-            self._on_user_message(event)
+            if event.get("t") == REVOKE_EVENT:
+                self._on_revoke(str(event.get("user_id")), event.get("session_ids"))
+            else:
+                self._on_user_message(event)
         elif event.get("t") == "price":
             self._on_price(event["p"])
         elif event.get("t") == "status":
@@ -232,6 +289,22 @@ class Hub:
             if channel not in session.muted:
                 session.enqueue(channel, frag)
 
+    def _on_revoke(self, user_id: str, session_ids: Any) -> None:
+        if not isinstance(session_ids, list):
+            return
+        revoked = {str(s) for s in session_ids}
+        for session in list(self.by_user.get(user_id, ())):
+            if self.auth_session.get(session) in revoked:
+                self._close_revoked(session)
+
+    def _close_revoked(self, session: ClientSession) -> None:
+        log.info("ws_session_revoked_closed", user_id=session.user_id)
+        session.enqueue(
+            SYSTEM,
+            {"type": "error", "code": "SESSION_REVOKED", "message": "This session has ended. Sign in again."},
+        )
+        self.close_session(session, CLOSE_UNAUTHENTICATED, "session revoked", flush=True)
+
     async def _resnapshot(self) -> None:
         """After losing Redis for a while, give every socket fresh prices (marked as snapshots)."""
         wanted: dict[str, str] = {}
@@ -269,6 +342,7 @@ class Hub:
     async def _sweep_forever(self) -> None:
         next_heartbeat = time.monotonic() + settings.K2_WS_HEARTBEAT_SECONDS
         next_venue_poll = time.monotonic() + VENUE_POLL_SECONDS
+        next_revocation_poll = time.monotonic() + REVOCATION_POLL_SECONDS
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
@@ -282,10 +356,28 @@ class Hub:
                 if now >= next_venue_poll:
                     next_venue_poll = now + VENUE_POLL_SECONDS
                     await self._refresh_venues(announce=False)
+                if now >= next_revocation_poll:
+                    next_revocation_poll = now + REVOCATION_POLL_SECONDS
+                    if self.auth_session and (
+                        self._revocation_check is None or self._revocation_check.done()
+                    ):
+                        # its own task: a slow database must not hold up heartbeats and the watchdog
+                        self._revocation_check = self.loop.create_task(self._close_revoked_sessions())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("ws_hub_sweep_failed", exc_info=True)
+
+    async def _close_revoked_sessions(self) -> None:
+        """The fallback for a lost revoke event: one query for all this process's sockets."""
+        try:
+            revoked = await database_sync_to_async(_revoked_among)(set(self.auth_session.values()))
+        except Exception:
+            log.warning("ws_hub_revocation_check_failed", exc_info=True)
+            return
+        for session, session_id in list(self.auth_session.items()):
+            if session_id in revoked:
+                self._close_revoked(session)
 
     def _sweep_sessions(self, now: float) -> None:
         loop_now = self.loop.time()

@@ -1,0 +1,182 @@
+"""`/ws/prices` hardening, end to end (uvicorn serving k2.asgi, real PostgreSQL and Redis, real
+tokens): revoked sessions lose their sockets, hostile frames get error answers and the socket
+stays open, and only the known user channels can be muted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from websockets.exceptions import ConnectionClosed
+
+from apps.accounts.choices import SessionRevokeReason
+from apps.accounts.models import Session
+from apps.accounts.services import ClientInfo, auth_login, password_change, session_revoke
+from apps.marketdata.push import push_to_user
+from apps.marketdata.ws import hub as hub_module
+from tests.marketdata.conftest import PASSWORD, in_thread, make_user_token, recv_json, recv_until, ws_connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORDER_UPDATE = {"type": "order_update", "order_id": "o-1", "status": "filled", "filled_quantity": "0.1"}
+
+
+async def authed(asgi_server: Any, token: str) -> Any:
+    ws = await ws_connect(asgi_server.ws_url, token)
+    assert (await recv_json(ws))["type"] == "authenticated"
+    return ws
+
+
+def second_login(email: str) -> str:
+    result = auth_login(email=email, password=PASSWORD, client=ClientInfo(ip="127.0.0.1"))
+    assert result.tokens is not None
+    return result.tokens.access_token
+
+
+def sessions_of(user: Any) -> list[Session]:
+    return list(Session.objects.filter(user=user).order_by("created_at"))
+
+
+async def frames_until_closed(ws: Any, timeout: float = 5.0) -> tuple[list[dict[str, Any]], int | None]:
+    """The frames received until the server closes the socket, and its close code."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            seen.append(await recv_json(ws, left))
+    except ConnectionClosed as closed:
+        return seen, closed.rcvd.code if closed.rcvd else None
+    except TimeoutError:
+        pass
+    raise AssertionError(f"still open after {timeout}s; received {seen}")
+
+
+async def assert_still_open(ws: Any) -> None:
+    await ws.send(json.dumps({"type": "ping", "id": "still-open"}))
+    assert (await recv_until(ws, lambda m: m["type"] == "pong"))["id"] == "still-open"
+
+
+# ---- 1. a revoked session's socket is closed --------------------------------------------------
+
+
+async def test_logout_closes_that_sessions_socket_before_the_next_order_update(asgi_server, monkeypatch):
+    monkeypatch.setattr(
+        hub_module, "REVOCATION_POLL_SECONDS", 3600.0, raising=False
+    )  # the event, not the sweep
+    user, token = await in_thread(make_user_token, "alice@example.com")
+    other_token = await in_thread(second_login, "alice@example.com")
+    revoked_ws = await authed(asgi_server, token)
+    other_ws = await authed(asgi_server, other_token)
+    first, _second = await in_thread(sessions_of, user)
+    await in_thread(session_revoke, session=first, actor=user, reason=SessionRevokeReason.LOGOUT)
+    await asyncio.to_thread(push_to_user, user.id, ORDER_UPDATE, channel="orders")
+
+    seen, code = await frames_until_closed(revoked_ws)
+    assert code == 4401
+    assert not [m for m in seen if m["type"] == "order_update"]
+    assert [m["code"] for m in seen if m["type"] == "error"] == ["SESSION_REVOKED"]
+    # the user's other session still gets its order updates
+    got = await recv_until(other_ws, lambda m: m["type"] == "order_update")
+    assert got["order_id"] == "o-1"
+    await other_ws.close()
+
+
+async def test_password_change_closes_the_other_sessions_sockets(asgi_server, monkeypatch):
+    monkeypatch.setattr(
+        hub_module, "REVOCATION_POLL_SECONDS", 3600.0, raising=False
+    )  # the event, not the sweep
+    user, token = await in_thread(make_user_token, "alice@example.com")
+    kept_token = await in_thread(second_login, "alice@example.com")
+    stolen_ws = await authed(asgi_server, token)
+    kept_ws = await authed(asgi_server, kept_token)
+    _first, kept = await in_thread(sessions_of, user)
+    revoked = await in_thread(
+        password_change, user=user, session=kept, current_password=PASSWORD, new_password="an0ther-Passw0rd!"
+    )
+    assert revoked == 1
+    await asyncio.to_thread(push_to_user, user.id, ORDER_UPDATE, channel="orders")
+
+    seen, code = await frames_until_closed(stolen_ws)
+    assert code == 4401
+    assert not [m for m in seen if m["type"] == "order_update"]
+    assert (await recv_until(kept_ws, lambda m: m["type"] == "order_update"))["order_id"] == "o-1"
+    await kept_ws.close()
+
+
+async def test_the_sweep_closes_a_revoked_sessions_socket_when_the_event_was_lost(asgi_server, monkeypatch):
+    monkeypatch.setattr(hub_module, "REVOCATION_POLL_SECONDS", 0.5)
+    user, token = await in_thread(make_user_token, "alice@example.com")
+    ws = await authed(asgi_server, token)
+
+    def revoke_without_event() -> None:  # as if the publish after commit never arrived
+        Session.objects.filter(user=user).update(revoked_at=timezone.now(), revoked_reason="user")
+
+    await in_thread(revoke_without_event)
+    seen, code = await frames_until_closed(ws)
+    assert code == 4401
+    assert [m.get("code") for m in seen if m["type"] == "error"] == ["SESSION_REVOKED"]
+
+
+# ---- 2. a deeply nested frame ------------------------------------------------------------------
+
+
+async def test_a_deeply_nested_frame_is_malformed_and_the_socket_stays_open(asgi_server, user_token):
+    _, token = user_token
+    ws = await authed(asgi_server, token)
+    await ws.send("[" * 30000)  # under the 64 KB limit, deeper than the parser's recursion limit
+    error = await recv_until(ws, lambda m: m["type"] == "error")
+    assert error["code"] == "MALFORMED_MESSAGE"
+    await assert_still_open(ws)
+    await ws.close()
+
+
+# ---- 3. control characters in symbols, and unexpected failures ---------------------------------
+
+
+@pytest.mark.parametrize("symbol", ["BTC\u0000", "BTC\u0007-USD", "BTC\u0085", "BTC\ud800"])
+async def test_a_symbol_with_control_characters_is_a_validation_error(asgi_server, user_token, symbol):
+    _, token = user_token
+    ws = await authed(asgi_server, token)
+    await ws.send(json.dumps({"type": "subscribe", "channel": "prices", "instruments": [symbol], "id": 1}))
+    error = await recv_until(ws, lambda m: m["type"] == "error")
+    assert (error["code"], error["id"]) == ("VALIDATION_ERROR", 1)
+    await assert_still_open(ws)
+    await ws.close()
+
+
+async def test_an_unexpected_failure_answers_internal_error_and_the_socket_stays_open(
+    asgi_server, user_token
+):
+    # a lone surrogate in a token fails inside the token decoder with a UnicodeEncodeError,
+    # not one of the accounts app's errors: an unexpected exception in `receive`
+    ws = await ws_connect(asgi_server.ws_url)
+    await ws.send(json.dumps({"type": "auth", "token": "a\ud800b"}))
+    error = await recv_until(ws, lambda m: m["type"] == "error")
+    assert error["code"] == "INTERNAL_ERROR"
+    await ws.send(json.dumps({"type": "auth", "token": user_token[1]}))
+    assert (await recv_until(ws, lambda m: m["type"] == "authenticated"))["user_id"] == str(user_token[0].id)
+    await ws.close()
+
+
+# ---- 4. only the known user channels ------------------------------------------------------------
+
+
+async def test_only_known_user_channels_can_be_muted(asgi_server, user_token):
+    user, token = user_token
+    ws = await authed(asgi_server, token)
+    for channel in ["made-up", "x" * 50, ["orders"], "", "system"]:
+        for kind in ("unsubscribe", "subscribe"):
+            await ws.send(json.dumps({"type": kind, "channel": channel}))
+            error = await recv_until(ws, lambda m: m["type"] == "error")
+            assert error["code"] == "UNKNOWN_CHANNEL", (kind, channel)
+    for channel in ("orders", "notifications"):
+        await ws.send(json.dumps({"type": "unsubscribe", "channel": channel}))
+        assert (await recv_until(ws, lambda m: m["type"] == "unsubscribed"))["channel"] == channel
+    await asyncio.to_thread(push_to_user, user.id, ORDER_UPDATE, channel="orders")
+    with pytest.raises(TimeoutError):
+        await recv_until(ws, lambda m: m["type"] == "order_update", timeout=0.5)
+    await ws.close()
