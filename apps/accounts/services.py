@@ -513,8 +513,11 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
         wait = counter.retry_after()
         if wait is not None:
             _login_throttled(email=email, scope=scope, wait=wait)
-    # The attempt counts against the account before its password is checked (an atomic
-    # increment, cleared on success), so concurrent guesses cannot all pass the check above.
+    # The attempt counts against the IP and the account before its password is checked (atomic
+    # increments; a success takes them back), so concurrent guesses cannot all pass the check
+    # above: neither many at one account nor many from one address at many accounts.
+    if ip_counter.fail() > ip_counter.limit:
+        _login_throttled(email=email, scope="ip", wait=ip_counter.retry_after() or 1)
     if account_counter.fail() > account_counter.limit:
         _login_throttled(email=email, scope="account", wait=account_counter.retry_after() or 1)
 
@@ -525,7 +528,6 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
     else:
         ok = user.check_password(password)
     if not ok:
-        ip_counter.fail()
         reason = "unknown_email" if user is None else "wrong_password"
         _audit_failure(
             "anonymous", "auth.login_failed", target=user, details={"email": email, "reason": reason}
@@ -536,6 +538,7 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
         _audit_failure(user, "auth.login_failed", target=user, details={"reason": "account_disabled"})
         raise AccountDisabled()
     account_counter.reset()
+    ip_counter.forgive()
     tokens.keyset.signer()
     with transaction.atomic(durable=True):
         if user.totp_enabled:

@@ -3,7 +3,9 @@
 - Failed logins: counted per account (normalised email, hashed) and per client IP in a fixed
   window of `K2_LOGIN_FAILURE_WINDOW_SECONDS`; once either reaches its maximum, login is
   refused with 429 + Retry-After *before* the password is checked, until the window ends.
-  A successful login clears the account counter.
+  Each attempt is counted (atomically) before its password is checked, so concurrent guesses
+  share the limit; a successful login clears the account counter and takes its attempt back
+  from the IP counter.
 - 2FA attempts: failures per user (`K2_TOTP_MAX_FAILURES` per `K2_TOTP_FAILURE_WINDOW_SECONDS`),
   on top of django-otp's exponential back-off on the device itself.
 - Request-rate scopes for DRF (`auth`, `auth_email`) are set in REST_FRAMEWORK throttle rates.
@@ -59,6 +61,15 @@ class FailureCounter:
 
     def reset(self) -> None:
         cache.delete_many([self.key, self.key + ":reset"])
+
+    def forgive(self) -> None:
+        """Take back one attempt counted before it was known to succeed (its window may have
+        ended meanwhile: then there is nothing to take back)."""
+        try:
+            if int(cache.decr(self.key)) < 0:
+                cache.delete(self.key)
+        except ValueError:
+            pass
 
 
 def login_account_counter(email: str) -> FailureCounter:

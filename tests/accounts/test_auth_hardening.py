@@ -158,6 +158,38 @@ def test_concurrent_wrong_passwords_stop_at_the_account_limit(user_factory, sett
     assert hasher.calls == 0
 
 
+def test_concurrent_wrong_passwords_from_one_address_stop_at_the_ip_limit(user_factory, settings, hasher):
+    """Credential stuffing: one address, many accounts at once."""
+    settings.K2_LOGIN_MAX_FAILURES_PER_IP = 5
+    attempts = 15
+    for i in range(attempts):
+        user_factory(f"stuffed{i}@example.com")
+    hasher.reset(delay=0.3)
+    start = threading.Barrier(attempts)
+
+    def guess(i: int) -> int:
+        try:
+            start.wait(timeout=30)
+            return attempt(f"stuffed{i}@example.com", "wrong guess", ip="203.0.113.77").status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=attempts) as pool:
+        statuses = list(pool.map(guess, range(attempts)))
+
+    assert statuses.count(401) == 5, statuses
+    assert statuses.count(429) == attempts - 5
+    assert hasher.calls == 5
+
+
+def test_successes_from_one_address_do_not_use_up_its_limit(user_factory, settings):
+    settings.K2_LOGIN_MAX_FAILURES_PER_IP = 2
+    user_factory("shared-ip@example.com")
+    for _ in range(5):  # more than the limit: each success takes its attempt back
+        assert login(make_client(ip="203.0.113.88"), "shared-ip@example.com")["status"] == "authenticated"
+    error(attempt("shared-ip@example.com", "wrong guess", ip="203.0.113.88"), 401, "INVALID_CREDENTIALS")
+
+
 def test_success_clears_the_counted_attempt(user_factory, settings):
     settings.K2_LOGIN_MAX_FAILURES_PER_ACCOUNT = 2
     user_factory("ok@example.com")
