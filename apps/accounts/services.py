@@ -818,10 +818,14 @@ def password_change(*, user: User, session: Session | None, current_password: st
     counter.check()
     if not user.has_usable_password():
         raise PasswordNotSet()
+    # Counted before the check, as a login is (concurrent guesses share the account's limit);
+    # the attempt is taken back when the current password was right.
+    if counter.fail() > counter.limit:
+        counter.check()  # raises: over the limit
     if not user.check_password(current_password):
-        counter.fail()
         _audit_failure(user, "auth.password_change_failed", target=user, details={"reason": "wrong_password"})
         raise PasswordIncorrect()
+    counter.forgive()
     _validate_new_password(new_password, user=user, field_name="new_password")
     with transaction.atomic(durable=True):
         locked = User.objects.select_for_update().get(pk=user.pk)

@@ -218,6 +218,41 @@ def test_password_change_spends_outstanding_reset_links(user_factory):
     assert login(make_client(), "pc@example.com", "changed passphrase for pc")["status"] == "authenticated"
 
 
+def test_concurrent_wrong_current_passwords_stop_at_the_account_limit(user_factory, settings, hasher):
+    """A stolen session guessing the current password in parallel shares the account's limit."""
+    settings.K2_LOGIN_MAX_FAILURES_PER_ACCOUNT = 5
+    user_factory("guessed@example.com")
+    access = login(make_client(), "guessed@example.com")["access_token"]
+    hasher.reset(delay=0.3)
+    attempts = 15
+    start = threading.Barrier(attempts)
+
+    def guess(i: int) -> int:
+        try:
+            start.wait(timeout=30)
+            body = {"current_password": f"wrong guess {i}", "new_password": "a brand new passphrase 42"}
+            return post(make_client(), "/v1/auth/password/change", body, access).status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=attempts) as pool:
+        statuses = list(pool.map(guess, range(attempts)))
+
+    assert statuses.count(429) == attempts - 5, statuses
+    assert hasher.calls == 5
+
+
+def test_a_password_change_takes_its_attempt_back(user_factory, settings):
+    settings.K2_LOGIN_MAX_FAILURES_PER_ACCOUNT = 1
+    user_factory("changer@example.com")
+    client = make_client()
+    access = login(client, "changer@example.com")["access_token"]
+    changed = {"current_password": PASSWORD, "new_password": "changed passphrase number 1"}
+    data(post(client, "/v1/auth/password/change", changed, access))
+    # Not counted as a failure: a wrong guess right after is still a 401-type refusal, not a 429.
+    error(attempt("changer@example.com", "wrong guess"), 401, "INVALID_CREDENTIALS")
+
+
 # --- 4. login cost for OAuth-only accounts --------------------------------------------------------------
 
 
