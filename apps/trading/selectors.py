@@ -170,6 +170,11 @@ _KILL_SWITCHES_WHERE = (
 _RISK_LIMITS_WHERE = "(user_id = %s OR user_id IS NULL) AND (instrument_type = %s OR instrument_type = '')"
 
 
+def _kill_switches_params(*, venue: str, user_id: Any) -> list[Any]:
+    """`_KILL_SWITCHES_WHERE`'s parameters: the switches that cover this user at this venue."""
+    return [KillSwitchScope.GLOBAL, KillSwitchScope.VENUE, venue, KillSwitchScope.USER, user_id]
+
+
 def _limits_ranked(rows: list[RiskLimit]) -> list[RiskLimit]:
     """Most specific first: user+type, user, type, everyone."""
 
@@ -195,7 +200,7 @@ def risk_config_later(*, user_id: Any, venue: str, instrument_type: str) -> Call
         (
             KillSwitch,
             _KILL_SWITCHES_WHERE,
-            [KillSwitchScope.GLOBAL, KillSwitchScope.VENUE, venue, KillSwitchScope.USER, user_id],
+            _kill_switches_params(venue=venue, user_id=user_id),
         ),
         (RiskLimit, _RISK_LIMITS_WHERE, [user_id, instrument_type]),
     )
@@ -350,13 +355,7 @@ def order_lock_for_risk(scope: ActivityScope) -> RiskLock:
     database runs the second once the first holds its locks, so it sees every order the lock's
     previous holder committed."""
     user_lock = f"k2:trading:user:{scope.user_id}"
-    switches = [
-        KillSwitchScope.GLOBAL,
-        KillSwitchScope.VENUE,
-        scope.venue,
-        KillSwitchScope.USER,
-        scope.user_id,
-    ]
+    switches = _kill_switches_params(venue=scope.venue, user_id=scope.user_id)
     with connection.cursor() as lock, connection.cursor() as counts:
         lock.execute(_LOCK_FOR_RISK_SQL, [user_lock, *switches, scope.order_id])
         counts.execute(_RECENT_ACTIVITY_SQL, scope.params())

@@ -365,7 +365,7 @@ def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
             },
         )
         quantity, vwap, fees = selectors.execution_totals(order_id=order.pk)
-        _merge_numbers(order, filled=quantity, avg=vwap, fees=fees, fee_currency=fill.fee_currency)
+        _merge_numbers(order, filled=quantity, avg=None, fees=fees, fee_currency=fill.fee_currency)
         if quantity >= order.filled_quantity and vwap is not None:
             # Every fill recorded: their average is the order's, whatever an order message said
             # (a venue may leave it out or round it, and a count seen first kept it stale).

@@ -13,12 +13,7 @@ from apps.trading.models import Order
 from apps.trading.services import order_reconcile, orders_reconcile_ids
 from k2.audit.models import AuditEntry
 from tests.trading.conftest import Trader, order_of
-
-
-def relink(trader: Trader) -> Any:
-    state = trader.client.get("/v1/auth/link/cryptocom/initiate").json()["data"]["state"]
-    body = {"state": state, "api_key": trader.account["api_key"], "api_secret": trader.account["api_secret"]}
-    return trader.client.post("/v1/auth/link/cryptocom/callback", body, format="json")
+from tests.trading.test_relink import relink
 
 
 def beat() -> list[Any]:
@@ -71,7 +66,7 @@ def test_an_order_of_an_unlinked_account_is_left_out_until_linked_again(
     assert orphan.reconciled_at is not None
     assert orphan.reconciled_at > tried
 
-    assert relink(gone).status_code == 201  # the same account again: back in the queue
+    assert relink(gone, gone.account).status_code == 201  # the same account again: back in the queue
     settings.K2_TRADING_RECONCILE_BATCH = 2
     assert orders_reconcile_ids() == [kept.pk, orphan.pk]  # (the orphan was tried last)
 

@@ -17,6 +17,7 @@ from apps.marketdata.models import Instrument
 from apps.trading.models import KillSwitch, Order, RiskLimit
 from apps.trading.services import order_reconcile
 from tests.trading.conftest import Trader, order_of
+from tests.trading.test_kalshi import kalshi  # noqa: F401 (fixture)
 from tests.trading.test_risk import refused as refused_by
 
 pytestmark = pytest.mark.django_db
@@ -82,22 +83,13 @@ def _market_with_ask() -> tuple[Instrument, Decimal]:
 
 
 @pytest.fixture
-def seller(settings: Any, kalshi_sim: Any) -> EventTrader:
-    settings.K2_KALSHI_REST_URL = kalshi_sim.rest_url
-    settings.K2_KALSHI_WS_URL = kalshi_sim.ws_url
-    settings.K2_EXCHANGE_LINK_CHECK_TIMEOUT_SECONDS = 5
-    settings.K2_TRADING_SUBMIT_TIMEOUT_SECONDS = 3
-    settings.K2_TRADING_VENUE_TIMEOUT_SECONDS = 3
-    # Each order reads its positions from the venue (the user stream, not run here, is what
-    # drops a cached snapshot when a fill lands).
+def seller(settings: Any, kalshi: Any) -> EventTrader:  # noqa: F811 (the imported fixture)
+    """`test_kalshi`'s settings and synced registry, and: each order reads its positions from the
+    venue (the user stream, not run here, is what drops a cached snapshot when a fill lands)."""
     settings.K2_TRADING_BALANCE_CACHE_SECONDS = 0
     settings.K2_TRADING_BALANCE_STALE_SECONDS = 0
-    kalshi_sim.configure(market_auto=False)  # nothing trades against the resting orders
-    from apps.marketdata.services import instruments_sync
-
-    results = instruments_sync(venue="kalshi")
-    assert not isinstance(results["kalshi"], str), results
-    return EventTrader(kalshi_sim)
+    kalshi.configure(market_auto=False)  # nothing trades against the resting orders
+    return EventTrader(kalshi)
 
 
 # ---- event contracts: a sell closes contracts held -------------------------------------------
