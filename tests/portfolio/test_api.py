@@ -167,3 +167,17 @@ def test_other_users_see_nothing_of_yours(trader_usd: Trader, make_trader: Calla
     assert other.client.get("/v1/portfolio/positions/BTC-USD").status_code == 404
     mine = get(trader_usd, "/v1/portfolio/positions/BTC-USD")
     assert money(mine["quantity"]) == Decimal("0.01")
+
+
+def test_a_balance_worth_more_than_1e20_is_shown_not_a_500(
+    make_trader: Callable[..., Trader], frozen: Any
+) -> None:
+    """Amounts are strings at 8 decimal places; a holding worth more than 1e20 USD needs more
+    than the 28 digits Python's default decimal context gives, and was a 500."""
+    trader = make_trader({"USD": "1", "BTC": "1000000000000000000"})  # 1e18 BTC
+    balances = get(trader, "/v1/portfolio/balances")["balances"]
+    btc = next(b for b in balances if b["currency"] == "BTC")
+    assert btc["total"] == "1000000000000000000"
+    assert money(btc["value"]) == Decimal(btc["total"]) * money(btc["price"]) > Decimal("1e20")
+    summary = get(trader, "/v1/portfolio/summary")
+    assert money(summary["total_value"]) > Decimal("1e20")

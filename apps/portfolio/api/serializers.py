@@ -3,7 +3,7 @@ rendered from the selectors' dataclasses and dicts and drive the OpenAPI schema.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -19,7 +19,9 @@ def money_text(value: Decimal | None) -> str | None:
     """Decimal -> plain string at DECIMAL(20,8) precision, trailing zeros dropped ("0.5", "100")."""
     if value is None:
         return None
-    text = format(value.quantize(EIGHT), "f")
+    # Enough digits for the value at 8 places (the default 28 stop short of 1e20).
+    context = Context(prec=max(28, value.adjusted() + 10))
+    text = format(value.quantize(EIGHT, context=context), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
