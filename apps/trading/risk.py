@@ -23,6 +23,11 @@ Risk checks, each with its own code and `details` = {limit, attempted, ...}:
                                  orders cannot be fat-finger checked, so both are refused;
                                  post-only limit orders (they cannot cross) skip the price check.
 
+Event-contract market orders go out as immediate-or-cancel limits at a protection price: the
+latest price of the outcome plus (buy) or minus (sell) the fat-finger band in cents, on the cent
+grid and within 0.01-0.99. They never fill further from the market than a limit order may be
+placed, and a buy is sized (notional, balance, hold) at that worst price.
+
 Live orders (submitted, unknown, open, partial; of any age) count by their unfilled quantity,
 read under the user's lock with the rest of the recent activity. The daily notional
 counts a cancelled order's filled part only.
@@ -48,7 +53,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from django import db
@@ -71,6 +76,7 @@ log = get_logger(__name__)
 
 EVENT_MIN_PRICE = Decimal("0.01")
 EVENT_MAX_PRICE = Decimal("0.99")
+CENT = Decimal("0.01")
 ONE = Decimal(1)
 HUNDRED = Decimal(100)
 
@@ -195,7 +201,9 @@ def limits_for(*, user_id: Any, instrument_type: str, rows: list[RiskLimit] | No
 class RiskInputs:
     reference_price: Decimal | None = None
     price_source: str = ""
-    balances: dict[str, Balance] | None = None
+    balances: dict[str, Balance] | None = None  # less the holds (`account_holds_apply`, under the lock)
+    venue_balances: dict[str, Balance] | None = None  # as the venue said, at `read_at` (Unix time)
+    read_at: float = 0.0
     positions: list[Position] | None = None
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
     limit_rows: list[RiskLimit] | None = None  # likewise, most specific first (None: not read yet)
@@ -251,8 +259,10 @@ def account_snapshot(
     want_positions: bool,
     allow_stale: bool = False,
     fresh: bool = False,
-) -> tuple[dict[str, Balance], list[Position] | None, bool]:
-    """The link's balances (and positions) from the venue, cached: (balances, positions, stale).
+) -> tuple[dict[str, Balance], list[Position] | None, bool, float]:
+    """The link's balances and positions as the venue said, cached: (balances, positions, stale,
+    when the venue was read as a Unix time). What orders placed since then hold is taken off
+    under the risk lock (`account_holds_apply`).
 
     Fresh for `K2_TRADING_BALANCE_CACHE_SECONDS`. With `allow_stale`, a snapshot up to
     `K2_TRADING_BALANCE_STALE_SECONDS` older is returned at once (stale=True) and refreshed from
@@ -265,20 +275,17 @@ def account_snapshot(
         _account_read, key, venue=venue, credentials=credentials, want_positions=want_positions
     )
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 and not fresh:
-        with redis_client().pipeline(transaction=False) as pipe:
-            pipe.get(cache.make_and_validate_key(key))
-            _holds(link_id, pipe)
-            cached, holds = pipe.execute()
+        cached = redis_client().get(cache.make_and_validate_key(key))
         if cached is not None:
             balances, positions, read_at = cache_decode(cached)
             age = time.time() - read_at
             if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
-                return _less_holds(balances, holds, read_at), positions, False
+                return balances, positions, False, read_at
             if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
                 account_refresher().submit(key, read)
-                return _less_holds(balances, holds, read_at), positions, True
+                return balances, positions, True, read_at
     balances, positions, read_at = read()
-    return _less_holds(balances, _holds(link_id), read_at), positions, False
+    return balances, positions, False, read_at
 
 
 def _account_read(
@@ -452,17 +459,35 @@ def _hold_put(link_id: Any, order: Order, currency: str, amount: Decimal) -> Non
         pipe.execute()
 
 
-def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> None:
-    """Before an order goes out, record what it will hold, so the next order is checked against
-    what is really left until a venue read (or push) after it includes it. Recording never
-    touches the snapshot or its window: a user trading steadily still gets fresh balances
-    (fills, deposits) from the venue every few seconds."""
-    if (hold := _hold_of(order, instrument)) is None:
+def account_holds_apply(*, inputs: RiskInputs, link_id: Any) -> None:
+    """Under the risk lock: take what the link's orders hold since the venue read off its
+    balances. Read here, not with the snapshot: an order of the same user checked meanwhile
+    recorded its hold before it let go of the lock (`account_snapshot_reserve`), so two orders
+    placed at once cannot both spend the same balance."""
+    if inputs.venue_balances is None:
         return
+    try:
+        holds = _holds(link_id)
+    except Exception as exc:  # as when recording one: a cache fault must not stop the order
+        log.warning("balance_holds_unavailable", link_id=str(link_id), error=repr(exc))
+        holds = []
+    inputs.balances = _less_holds(inputs.venue_balances, holds, inputs.read_at)
+
+
+def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> bool:
+    """Under the risk lock, once an order has passed its checks: record what it will hold, so the
+    next order is checked against what is really left until a venue read (or push) after it
+    includes it. Recording never touches the snapshot or its window: a user trading steadily
+    still gets fresh balances (fills, deposits) from the venue every few seconds. Whether a hold
+    was recorded (`account_hold_drop` takes it back if the order then does not go out)."""
+    if (hold := _hold_of(order, instrument)) is None:
+        return False
     try:
         _hold_put(link_id, order, *hold)
     except Exception as exc:  # the order passed its checks: a cache fault must not stop it
         log.warning("balance_reserve_failed", order_id=str(order.pk), error=repr(exc))
+        return False
+    return True
 
 
 # Drops every hold entry of one order (ARGV[1]: " <order id> ").
@@ -476,6 +501,19 @@ for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return dropped
 """
+
+
+def _hold_drop(link_id: Any, order: Order) -> None:
+    redis_run_script(_HOLD_DROP, keys=[_holds_key(link_id)], args=[f" {order.pk} "])
+
+
+def account_hold_drop(*, link_id: Any, order: Order) -> None:
+    """Take back the hold `account_snapshot_reserve` recorded for an order that then failed to
+    be stored as checked (it never went out). Best effort: left, it lapses with the window."""
+    try:
+        _hold_drop(link_id, order)
+    except Exception as exc:
+        log.warning("balance_release_failed", order_id=str(order.pk), error=repr(exc))
 
 
 def account_hold_release(*, order: Order) -> None:
@@ -498,7 +536,7 @@ def account_hold_release(*, order: Order) -> None:
             return
         currency, amount = hold
         if not order.exchange_order_id:
-            redis_run_script(_HOLD_DROP, keys=[_holds_key(link.pk)], args=[f" {order.pk} "])
+            _hold_drop(link.pk, order)
             return
         unfilled = max(order.quantity - order.filled_quantity, Decimal(0)) / order.quantity
         if unfilled > 0:
@@ -538,7 +576,7 @@ def risk_gather(
             inputs.reference_price, inputs.price_source = reference_price(instrument)
         caps = venue_capabilities(order.exchange)
         want_positions = bool(caps["positions"]) and order.instrument_type == InstrumentType.EVENT
-        inputs.balances, inputs.positions, inputs.account_stale = account_snapshot(
+        inputs.venue_balances, inputs.positions, inputs.account_stale, inputs.read_at = account_snapshot(
             link_id=link_id,
             venue=order.exchange,
             credentials=credentials,
@@ -609,6 +647,27 @@ def risk_lock(*, order: Order, now: datetime) -> selectors.RiskLock:
     return selectors.order_lock_for_risk(_activity_scope(order, now))
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """An order that passed every check: its notional, and for an event-contract market order
+    the protection price it goes out at (`event_market_price_limit`)."""
+
+    notional: Decimal
+    price_limit: Decimal | None = None
+
+
+def event_market_price_limit(side: str, price: Decimal, cents: Decimal) -> Decimal:
+    """The worst price an event-contract market order may fill at: `price` (the outcome's latest)
+    plus, for a buy, or minus, for a sell, `cents`; on the cent grid, inside the band, and within
+    the contract's 0.01-0.99."""
+    band = Decimal(cents) / HUNDRED
+    if side == Side.BUY:
+        limit = (price + band).quantize(CENT, rounding=ROUND_FLOOR)
+    else:
+        limit = (price - band).quantize(CENT, rounding=ROUND_CEILING)
+    return min(max(limit, EVENT_MIN_PRICE), EVENT_MAX_PRICE)
+
+
 def risk_check(
     *,
     order: Order,
@@ -616,8 +675,8 @@ def risk_check(
     inputs: RiskInputs,
     now: datetime,
     activity: selectors.RecentActivity | None = None,
-) -> Decimal:
-    """Run every check on a locked, pending order; return its notional or raise `RiskRejection`.
+) -> Verdict:
+    """Run every check on a locked, pending order; return the verdict or raise `RiskRejection`.
     Call inside the transaction that holds `risk_lock` for the order, with the activity it read
     (None: read it now)."""
     switches = inputs.switches
@@ -668,6 +727,12 @@ def risk_check(
         unit_price = (ONE - ref if order.outcome == Outcome.NO else ref) if is_event else ref
     else:
         raise RiskRejection("PRICE_UNAVAILABLE", {"instrument": order.instrument})
+    mark = unit_price if is_event else (ref or unit_price)  # what a position is worth
+    price_limit = None
+    if is_event and order.order_type == OrderType.MARKET:
+        price_limit = event_market_price_limit(order.side, unit_price, limits.fat_finger_cents)
+        if order.side == Side.BUY:
+            unit_price = price_limit  # what it may cost at worst
     notional = order.quantity * unit_price
 
     if notional > limits.max_order_notional:
@@ -720,7 +785,6 @@ def risk_check(
 
     if order.side == Side.BUY:
         held = _position(order, instrument, inputs)
-        mark = unit_price if is_event else (ref or unit_price)
         after = (held + committed) * mark
         if after > limits.max_position_notional:
             raise RiskRejection(
@@ -742,7 +806,7 @@ def risk_check(
             )
 
     _check_balance(order, instrument, inputs, notional)
-    return notional
+    return Verdict(notional, price_limit)
 
 
 _RISK_SET = frozenset(RISK_CODES)

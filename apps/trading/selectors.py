@@ -71,13 +71,47 @@ def trade_list(*, user: Any) -> QuerySet[OrderExecution]:
     return OrderExecution.objects.filter(user=user).select_related("order")
 
 
-def execution_totals(*, order_id: Any) -> tuple[Decimal, Decimal | None, Decimal]:
-    """(filled quantity, volume-weighted price, fees) over the recorded executions of an order."""
-    rows = list(OrderExecution.objects.filter(order_id=order_id).values_list("quantity", "price", "fee"))
-    quantity = sum((q for q, _, _ in rows), Decimal(0))
-    value = sum((q * p for q, p, _ in rows), Decimal(0))
-    fees = sum((f for _, _, f in rows), Decimal(0))
-    return quantity, (value / quantity if quantity else None), fees
+@dataclass(frozen=True)
+class ExecutionTotals:
+    """What an order's recorded executions add up to. `fees` is the net fee (a cost positive, a
+    rebate negative) in one currency, `fee_currency`: the order's own when it has one, otherwise
+    the first execution's that names one. Fees in any other currency are never added in: they are
+    in `other_fees` (currency -> net amount, zero totals left out), so `mixed_fee_currencies`
+    says the order's executions were charged in more than one currency (a blank currency, not
+    known to be the same, counts as another)."""
+
+    quantity: Decimal
+    vwap: Decimal | None
+    fees: Decimal
+    fee_currency: str
+    other_fees: tuple[tuple[str, Decimal], ...] = ()
+
+    @property
+    def mixed_fee_currencies(self) -> bool:
+        return bool(self.other_fees)
+
+
+def execution_totals(*, order_id: Any) -> ExecutionTotals:
+    """`ExecutionTotals` over the recorded executions of an order, in one query."""
+    rows = list(
+        OrderExecution.objects.filter(order_id=order_id)
+        .order_by("executed_at", "id")
+        .values_list("quantity", "price", "fee", "fee_currency", "order__fee_currency")
+    )
+    quantity = sum((row[0] for row in rows), Decimal(0))
+    value = sum((row[0] * row[1] for row in rows), Decimal(0))
+    by_currency: dict[str, Decimal] = {}
+    for _, _, fee, fee_currency, _ in rows:
+        by_currency[fee_currency] = by_currency.get(fee_currency, Decimal(0)) + fee
+    order_currency = rows[0][4] if rows else ""
+    currency = order_currency or next((row[3] for row in rows if row[3]), "")
+    return ExecutionTotals(
+        quantity=quantity,
+        vwap=value / quantity if quantity else None,
+        fees=by_currency.get(currency, Decimal(0)),
+        fee_currency=currency,
+        other_fees=tuple((c, amount) for c, amount in by_currency.items() if c != currency and amount),
+    )
 
 
 def order_ids_to_reconcile(*, limit: int) -> list[Any]:

@@ -183,17 +183,21 @@ def _order_move(
 def _merge_numbers(
     order: Order, *, filled: Decimal, avg: Decimal | None, fees: Decimal, fee_currency: str | None
 ) -> bool:
-    """Fill numbers only grow: a late or duplicate message never takes them back."""
+    """Fill numbers only grow: a late or duplicate message never takes them back. Fees follow a
+    view covering at least the fills we know of (a rebate can lower them), and only in the
+    order's fee currency; an older view can only raise them."""
     changed = False
     if filled > order.quantity:
         log.error("venue_overfill", order_id=str(order.pk), filled=str(filled), quantity=str(order.quantity))
         filled = order.quantity
+    current = filled >= order.filled_quantity
     if filled > order.filled_quantity:
         order.filled_quantity = filled
         if avg is not None:
             order.avg_fill_price = avg
         changed = True
-    if fees > order.fees:
+    same_currency = not fee_currency or not order.fee_currency or fee_currency == order.fee_currency
+    if same_currency and fees != order.fees and (current or fees > order.fees):
         order.fees = fees
         changed = True
     if fee_currency and not order.fee_currency:
@@ -245,7 +249,7 @@ def _fold_state(order: Order, state: OrderState, *, source: str, actor: Any) -> 
         status=target,
         source=source,
         actor=actor,
-        error_code="EXCHANGE_REJECTED" if target == OrderStatus.REJECTED else "",
+        error_code=(state.reject_code or "EXCHANGE_REJECTED") if target == OrderStatus.REJECTED else "",
         error_message=state.reason or "",
     )
     if source == "reconcile":
@@ -364,12 +368,21 @@ def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
                 "source": source,
             },
         )
-        quantity, vwap, fees = selectors.execution_totals(order_id=order.pk)
-        _merge_numbers(order, filled=quantity, avg=None, fees=fees, fee_currency=fill.fee_currency)
-        if quantity >= order.filled_quantity and vwap is not None:
+        totals = selectors.execution_totals(order_id=order.pk)
+        _merge_numbers(
+            order, filled=totals.quantity, avg=None, fees=totals.fees, fee_currency=totals.fee_currency
+        )
+        if totals.mixed_fee_currencies:
+            log.warning(
+                "order_fees_mixed_currencies",
+                order_id=str(order.pk),
+                fee_currency=totals.fee_currency,
+                other_fees={currency: str(amount) for currency, amount in totals.other_fees},
+            )
+        if totals.quantity >= order.filled_quantity and totals.vwap is not None:
             # Every fill recorded: their average is the order's, whatever an order message said
             # (a venue may leave it out or round it, and a count seen first kept it stale).
-            order.avg_fill_price = vwap
+            order.avg_fill_price = totals.vwap
         if fill.venue_order_id and not order.exchange_order_id:
             order.exchange_order_id = fill.venue_order_id
         moved = order_transition(order, status=_status_from_fills(order, order.status), source=source)
@@ -488,7 +501,9 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
             order=order, instrument=instrument, link_id=link.pk, credentials=credentials, config=config
         )
         try:
-            order = _order_risk_check(order=order, instrument=instrument, inputs=inputs, actor=actor)
+            order = _order_risk_check(
+                order=order, instrument=instrument, link_id=link.pk, inputs=inputs, actor=actor
+            )
         except (risk.AccountSnapshotStale, risk.KillSwitchesChanged):
             inputs = risk.risk_gather(
                 order=order,
@@ -498,11 +513,10 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
                 allow_stale=False,
             )
             order = _order_risk_check(
-                order=order, instrument=instrument, inputs=inputs, actor=actor, last_try=True
+                order=order, instrument=instrument, link_id=link.pk, inputs=inputs, actor=actor, last_try=True
             )
     if order.status != OrderStatus.SUBMITTED:
         return PlaceResult(order=order, created=True)
-    risk.account_snapshot_reserve(link_id=link.pk, order=order, instrument=instrument)
     order = order_submit(order=order, credentials=credentials, actor=actor)
     return PlaceResult(order=order, created=True)
 
@@ -567,65 +581,88 @@ def _order_create(
 
 
 def _order_risk_check(
-    *, order: Order, instrument: Instrument, inputs: risk.RiskInputs, actor: Any, last_try: bool = False
+    *,
+    order: Order,
+    instrument: Instrument,
+    link_id: Any,
+    inputs: risk.RiskInputs,
+    actor: Any,
+    last_try: bool = False,
 ) -> Order:
     """`order` is the intent as `_order_create` stored it. While it is still pending nothing else
     has changed it, so only its status is locked and read here. A kill switch that became active
     while the inputs were gathered (`KillSwitchesChanged`), or a refusal that rests on a stale
     account snapshot (`AccountSnapshotStale`), sends the caller to gather them again, once
-    (`last_try` then).
+    (`last_try` then). What the user's other orders hold is read under the lock, and what this
+    one will hold is recorded before the lock is let go: concurrent orders of one user are
+    checked against the balance one after the other, each seeing the others' holds.
 
     Pipelined: BEGIN, the lock and the activity read go out together, the order's write at the
-    end of the block, then COMMIT: three round trips."""
+    end of the block, then COMMIT: three round trips (and the holds' two in Redis)."""
     now = timezone.now()
-    with atomic_audited(), pipelined():
-        held = risk.risk_lock(order=order, now=now)
-        status, activity = held.status, held.activity
-        if status != OrderStatus.PENDING:
-            locked = selectors.order_lock(order_id=order.pk)
-            assert locked is not None
-            return locked  # cancelled while we gathered inputs
-        if not last_try and not held.switch_ids <= {switch.pk for switch in inputs.switches}:
-            raise risk.KillSwitchesChanged()  # nothing written: rolled back
-        try:
-            notional = risk.risk_check(
-                order=order, instrument=instrument, inputs=inputs, now=now, activity=activity
-            )
-        except RiskRejection as rejection:
-            if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES and not last_try:
-                raise risk.AccountSnapshotStale() from rejection  # nothing written: rolled back
-            order.metadata = {**order.metadata, "rejection": rejection.details, "rejected_by": "risk"}
-            order_transition(
-                order,
-                status=OrderStatus.REJECTED,
-                source="risk",
-                actor=actor,
-                error_code=rejection.code,
-                error_message=rejection.message,
-                details=rejection.details,
-            )
-            record(actor, "order.risk_rejected", order, {"code": rejection.code, **rejection.details})
-            _save(order)
-            order_announce(order, status_changed_to=order.status)
-            return order
-        order.notional = notional
-        order.metadata = {
-            **order.metadata,
-            "reference_price": str(inputs.reference_price or ""),
-            "price_source": inputs.price_source,
-        }
-        _order_move(order, status=OrderStatus.SUBMITTED, source="risk", actor=actor)
+    reserved = False
+    try:
+        with atomic_audited(), pipelined():
+            held = risk.risk_lock(order=order, now=now)
+            status, activity = held.status, held.activity
+            if status != OrderStatus.PENDING:
+                locked = selectors.order_lock(order_id=order.pk)
+                assert locked is not None
+                return locked  # cancelled while we gathered inputs
+            if not last_try and not held.switch_ids <= {switch.pk for switch in inputs.switches}:
+                raise risk.KillSwitchesChanged()  # nothing written: rolled back
+            risk.account_holds_apply(inputs=inputs, link_id=link_id)
+            try:
+                verdict = risk.risk_check(
+                    order=order, instrument=instrument, inputs=inputs, now=now, activity=activity
+                )
+            except RiskRejection as rejection:
+                if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES and not last_try:
+                    raise risk.AccountSnapshotStale() from rejection  # nothing written: rolled back
+                order.metadata = {**order.metadata, "rejection": rejection.details, "rejected_by": "risk"}
+                order_transition(
+                    order,
+                    status=OrderStatus.REJECTED,
+                    source="risk",
+                    actor=actor,
+                    error_code=rejection.code,
+                    error_message=rejection.message,
+                    details=rejection.details,
+                )
+                record(actor, "order.risk_rejected", order, {"code": rejection.code, **rejection.details})
+                _save(order)
+                order_announce(order, status_changed_to=order.status)
+                return order
+            order.notional = verdict.notional
+            order.metadata = {
+                **order.metadata,
+                "reference_price": str(inputs.reference_price or ""),
+                "price_source": inputs.price_source,
+            }
+            if verdict.price_limit is not None:
+                order.metadata["price_limit"] = str(verdict.price_limit)
+            reserved = risk.account_snapshot_reserve(link_id=link_id, order=order, instrument=instrument)
+            _order_move(order, status=OrderStatus.SUBMITTED, source="risk", actor=actor)
+    except BaseException:
+        if reserved:  # the order was not stored as checked: it will not go out
+            risk.account_hold_drop(link_id=link_id, order=order)
+        raise
     return order
 
 
 def _venue_request(order: Order) -> OrderRequest:
+    """The order as its venue's adapter takes it. A market order with a protection price (event
+    contracts, `risk.event_market_price_limit`) carries it as its price."""
+    price = order.price
+    if price is None and order.metadata.get("price_limit"):
+        price = Decimal(order.metadata["price_limit"])
     return OrderRequest(
         instrument=order.instrument,
         side=VenueSide(order.side),
         order_type=VenueOrderType(order.order_type),
         quantity=order.quantity,
         client_order_id=order.venue_client_order_id,
-        price=order.price,
+        price=price,
         time_in_force=VenueTimeInForce(order.time_in_force),
         post_only=order.post_only,
         outcome=VenueOutcome(order.outcome) if order.outcome else None,
@@ -925,7 +962,7 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
             )
         return order
     if order.status in TERMINAL_STATUSES and order.error_code != NOT_FOUND_AT_VENUE:
-        recorded, _, _ = selectors.execution_totals(order_id=order.pk)
+        recorded = selectors.execution_totals(order_id=order.pk).quantity
         if recorded >= order.filled_quantity:
             return order  # finished and fully accounted for
     link = exchange_link_active(user=order.user, venue=order.exchange)
@@ -963,7 +1000,7 @@ def order_reconcile(*, order_id: Any, actor: Any = None) -> Order | None:
         return order
     applied = order_apply_venue_state(order_id=order.pk, state=state, source="reconcile", actor=actor)
     if applied is not None:
-        recorded, _, _ = selectors.execution_totals(order_id=applied.pk)
+        recorded = selectors.execution_totals(order_id=applied.pk).quantity
         if state.filled_quantity > recorded:
             _fetch_fills(
                 order=applied,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 
 import pytest
 
@@ -12,6 +12,7 @@ from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import (
     Credentials,
     InstrumentType,
+    Liquidity,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -157,6 +158,40 @@ async def test_market_order_fills_with_fees(cryptocom_adapter):
     after = {b.currency: b for b in await cryptocom_adapter.get_balances()}
     assert after["BTC"].total - before["BTC"].total == Decimal("0.02")
     assert before["USD"].total - after["USD"].total == cost
+
+
+async def test_maker_rebate_is_a_negative_fee_in_order_and_fills(cryptocom_sim, make_cryptocom_adapter):
+    """A venue paying makers (negative maker rate) writes the rebate with the opposite sign of a
+    fee: positive in the trade's `fees`, negative in the order's `cumulative_fee`. K2 reads both as
+    the same negative fee, and the maker's USD grows by the rebate."""
+    cryptocom_sim.configure(market_auto=False)
+    engine = cryptocom_sim.server.engine
+    rate = Decimal("-0.0002")
+    cryptocom_sim.thread.call(lambda: setattr(engine.instruments["BTC_USD"], "maker_fee_rate", rate))
+    maker_account, taker_account = cryptocom_sim.create_account(), cryptocom_sim.create_account()
+    maker = make_cryptocom_adapter(Credentials(maker_account["api_key"], maker_account["api_secret"]))
+    taker = make_cryptocom_adapter(Credentials(taker_account["api_key"], taker_account["api_secret"]))
+    ticker = await maker.get_ticker("BTC-USD")
+    price = ticker.ask - Decimal("0.01")  # the best ask, inside the spread
+    assert price > ticker.bid
+    before = {b.currency: b.total for b in await maker.get_balances()}
+
+    resting = limit(Side.SELL, "0.01", price, post_only=True)
+    await maker.place_order(resting)
+    await taker.place_order(limit(Side.BUY, "0.01", price, time_in_force=TimeInForce.IOC))
+
+    order = await maker.get_order(client_order_id=resting.client_order_id)
+    assert order.status is OrderStatus.FILLED
+    rebate = (price * Decimal("0.01") * rate).quantize(Decimal("0.00000001"), rounding=ROUND_UP)
+    assert rebate < 0
+    assert order.fees == rebate
+    assert order.fee_currency == "USD"
+    fills = await maker.get_fills("BTC-USD", start=datetime.now(UTC) - timedelta(minutes=5))
+    assert [(f.venue_order_id, f.liquidity, f.fee) for f in fills] == [
+        (order.venue_order_id, Liquidity.MAKER, rebate)
+    ]
+    after = {b.currency: b.total for b in await maker.get_balances()}
+    assert after["USD"] - before["USD"] == price * Decimal("0.01") - rebate
 
 
 async def test_market_buy_by_notional(cryptocom_adapter):

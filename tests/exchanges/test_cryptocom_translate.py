@@ -117,6 +117,21 @@ def test_fill_fee_negative_on_wire_becomes_positive_cost():
     assert fill.time == datetime(2021, 2, 17, 14, 6, 31, 60827, tzinfo=UTC)
 
 
+def test_order_cumulative_fee_is_a_cost_and_a_rebate_stays_negative():
+    """An order's `cumulative_fee` is positive when paid (unlike a trade's `fees`): it is kept as
+    it is, so a maker rebate (negative) is not turned into a cost."""
+    assert translate.order(ORDER).fees == Decimal("0.080000")  # type: ignore[arg-type]
+    rebate = translate.order({**ORDER, "cumulative_fee": "-0.020000"})  # type: ignore[typeddict-item]
+    assert rebate.fees == Decimal("-0.020000")
+    assert rebate.fee_currency == "USD"
+
+
+def test_fill_rebate_positive_on_wire_becomes_negative_fee():
+    fill = translate.fill({**TRADE, "fees": "0.512785", "taker_side": "MAKER"})  # type: ignore[typeddict-item]
+    assert fill.fee == Decimal("-0.512785")
+    assert fill.liquidity is Liquidity.MAKER
+
+
 def test_balances_total_available_hold():
     row = {"position_balances": [{"instrument_name": "BTC", "quantity": "1.5", "reserved_qty": "0.25"}]}
     (balance,) = translate.balances(row)  # type: ignore[arg-type]

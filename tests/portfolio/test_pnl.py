@@ -95,3 +95,39 @@ def test_fees_on_a_pair_not_quoted_in_usd_are_valued_in_usd() -> None:
     in_base = books_build([buy("0.001", "ETH")], registry, pricer, method="average").crypto
     book = in_base["cryptocom", "ETH"]
     assert (book.quantity, book.fees) == (D("0.999"), D("3"))
+
+
+def test_a_rebate_is_valued_in_its_own_currency_and_lowers_costs() -> None:
+    """A negative fee (a maker rebate) is valued like a fee, in the execution's own fee currency,
+    and lowers cost basis and fees (or raises proceeds): on BTC-USD a 0.1 USD rebate on the buy and
+    0.2 on the sell realise 10.3; on ETH-BTC a 0.0001 BTC rebate is 6 USD off the cost, a 0.001 ETH
+    one adds to the ETH received."""
+    from apps.portfolio.selectors import Execution, InstrumentInfo, _Pricer, books_build
+
+    registry = {
+        "ETH-BTC": InstrumentInfo("ETH-BTC", "cryptocom", "crypto", "ETH", "BTC"),
+        "BTC-USD": InstrumentInfo("BTC-USD", "cryptocom", "crypto", "BTC", "USD"),
+    }
+    pricer = _Pricer([], registry, {"BTC-USD": D("60000")})
+
+    def trade(instrument: str, side: str, price: str, fee: str, currency: str) -> Execution:
+        return Execution(
+            venue="cryptocom", instrument=instrument, instrument_type="crypto", side=side, outcome="",
+            quantity=D("1"), price=D(price), fee=D(fee), fee_currency=currency, executed_at=T,
+        )  # fmt: skip
+
+    usd = [trade("BTC-USD", "buy", "100", "-0.1", "USD")]
+    book = books_build(usd, registry, pricer, method="average").crypto["cryptocom", "BTC"]
+    assert (book.cost, book.fees) == (D("99.9"), D("-0.1"))
+    usd.append(trade("BTC-USD", "sell", "110", "-0.2", "USD"))
+    books = books_build(usd, registry, pricer, method="average")
+    book = books.crypto["cryptocom", "BTC"]
+    assert (book.quantity, book.realised, book.fees) == (D("0"), D("10.3"), D("-0.3"))
+    assert [fee for _, fee in books.fee_events] == [D("-0.1"), D("-0.2")]
+
+    in_quote = [trade("ETH-BTC", "buy", "0.05", "-0.0001", "BTC")]
+    book = books_build(in_quote, registry, pricer, method="average").crypto["cryptocom", "ETH"]
+    assert (book.quantity, book.cost, book.fees) == (D("1"), D("2994"), D("-6"))
+    in_base = [trade("ETH-BTC", "buy", "0.05", "-0.001", "ETH")]
+    book = books_build(in_base, registry, pricer, method="average").crypto["cryptocom", "ETH"]
+    assert (book.quantity, book.cost, book.fees) == (D("1.001"), D("3000"), D("-3"))

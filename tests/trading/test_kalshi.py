@@ -139,3 +139,95 @@ def test_marketable_event_order_fills_with_executions(kalshi: Any, trader: Any) 
     assert sum(e.quantity for e in executions) == order.filled_quantity
     assert all(Decimal("0.01") <= e.price <= Decimal("0.99") for e in executions)
     assert client.get("/v1/trades?exchange=kalshi").json()["data"]
+
+
+def _venue_order(kalshi: Any, account: dict[str, Any], order: Order) -> Any:
+    from apps.trading.venue import venue_call
+
+    async def get(adapter: Any) -> Any:
+        return await adapter.get_order(venue_order_id=order.exchange_order_id)
+
+    return venue_call("kalshi", get, credentials=kalshi.credentials(account), timeout=5)
+
+
+@pytest.mark.parametrize(("side", "outcome"), [("buy", "yes"), ("buy", "no"), ("sell", "yes")])
+def test_an_event_market_order_goes_out_at_the_fat_finger_protection_price(
+    kalshi: Any, trader: Any, side: str, outcome: str, settings: Any
+) -> None:
+    """A market order on an event contract is an IOC limit at the outcome's latest price plus
+    (buy) or minus (sell) the fat-finger band, never at 0.99 or 0.01; a buy is sized at it."""
+    from apps.trading.risk import event_market_price_limit
+
+    client, account = trader
+    instrument, ref = market(kalshi)
+    body = {"instrument": instrument.symbol, "outcome": outcome, "order_type": "market", "quantity": "3"}
+    if side == "sell":  # something to sell first
+        bought = client.post("/v1/orders", {**body, "side": "buy"}, format="json")
+        assert order_of(bought).filled_quantity == 3, bought.content
+    response = client.post("/v1/orders", {**body, "side": side}, format="json")
+    assert response.status_code == 201, response.content
+    order = order_of(response)
+    outcome_ref = Decimal(1) - ref if outcome == "no" else ref
+    band = Decimal(settings.K2_RISK_FAT_FINGER_CENTS) / 100
+    if side == "buy":
+        expected = (outcome_ref + band).quantize(CENT, rounding="ROUND_FLOOR")
+    else:
+        expected = (outcome_ref - band).quantize(CENT, rounding="ROUND_CEILING")
+    expected = min(max(expected, Decimal("0.01")), Decimal("0.99"))
+    assert expected == event_market_price_limit(side, outcome_ref, Decimal(settings.K2_RISK_FAT_FINGER_CENTS))
+    assert Decimal(order.metadata["price_limit"]) == expected
+    assert order.price is None  # still a market order to the user
+    assert response.json()["data"]["order_type"] == "market"
+    venue = _venue_order(kalshi, account, order)
+    assert venue.price == expected  # what the venue was sent, in the outcome's terms
+    assert order.filled_quantity > 0
+    assert order.avg_fill_price is not None
+    if side == "buy":
+        assert order.avg_fill_price <= expected
+        assert order.notional == 3 * expected  # sized at the worst it may cost
+    else:
+        assert order.avg_fill_price >= expected
+        assert order.notional == 3 * outcome_ref
+
+
+def test_event_market_price_limit_stays_on_the_grid_and_inside_the_contract() -> None:
+    from apps.trading.risk import event_market_price_limit
+
+    cents = Decimal("25")
+    assert event_market_price_limit("buy", Decimal("0.555"), cents) == Decimal("0.80")  # never past the band
+    assert event_market_price_limit("sell", Decimal("0.555"), cents) == Decimal("0.31")
+    assert event_market_price_limit("buy", Decimal("0.90"), cents) == Decimal("0.99")
+    assert event_market_price_limit("sell", Decimal("0.10"), cents) == Decimal("0.01")
+
+
+def test_a_crossing_post_only_event_order_is_rejected(kalshi: Any, trader: Any) -> None:
+    """Kalshi cancels a post-only order that would cross (`PostOnlyCrossCancel`): K2 shows it
+    `rejected` with `POST_ONLY_WOULD_TAKE` from the create answer, and the venue's own order row
+    (as the user stream and reconciliation read it) says the same, so whichever comes first the
+    order never ends `cancelled`."""
+    from apps.exchanges.adapters.base import OrderStatus as VenueStatus
+
+    client, account = trader
+    instrument, ref = market(kalshi)
+    body = {
+        "instrument": instrument.symbol,
+        "side": "buy",
+        "outcome": "yes",
+        "order_type": "limit",
+        "post_only": True,
+        "quantity": "2",
+        "price": str(min(Decimal("0.99"), ref + Decimal("0.10")).quantize(CENT)),
+    }
+    response = client.post("/v1/orders", body, format="json")
+    order = order_of(response)
+    assert (order.status, order.error_code) == ("rejected", "POST_ONLY_WOULD_TAKE"), response.content
+    assert response.json()["error"]["code"] == "POST_ONLY_WOULD_TAKE"
+    venue = _venue_order(kalshi, account, order)
+    assert (venue.status, venue.reject_code, venue.filled_quantity) == (
+        VenueStatus.REJECTED,
+        "POST_ONLY_WOULD_TAKE",
+        0,
+    )
+    order_reconcile(order_id=order.pk)
+    order.refresh_from_db()
+    assert (order.status, order.error_code) == ("rejected", "POST_ONLY_WOULD_TAKE")

@@ -229,7 +229,7 @@ def test_price_unavailable_policy(trader: Trader) -> None:
     from apps.trading.services import OrderInput, _order_create
 
     instrument = Instrument.objects.get(symbol="BTC-USD")
-    balances, _, _ = risk.account_snapshot(
+    balances, _, _, _ = risk.account_snapshot(
         link_id="t", venue="cryptocom", credentials=_credentials(trader), want_positions=False
     )
     inputs = risk.RiskInputs(reference_price=None, balances=balances)
@@ -241,7 +241,7 @@ def test_price_unavailable_policy(trader: Trader) -> None:
         order, _ = _order_create(
             user=trader.user, data=data, instrument=instrument, fingerprint=key, actor=None
         )
-        return risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now())
+        return risk.risk_check(order=order, instrument=instrument, inputs=inputs, now=timezone.now()).notional
 
     with pytest.raises(RiskRejection) as market:
         check("m", order_type="market")
@@ -329,10 +329,14 @@ def test_orders_hold_their_amount_until_a_venue_read_includes_it(make_trader: An
     buffer = 1 + Decimal(settings.K2_RISK_FEE_BUFFER_PERCENT) / 100
 
     def available() -> Decimal:
-        balances, _, _ = risk.account_snapshot(
+        """As the next order's check sees it: the snapshot less the holds since its read."""
+        balances, _, _, read_at = risk.account_snapshot(
             link_id=link_id, venue="cryptocom", credentials=_credentials(trader), want_positions=False
         )
-        return balances["USD"].available
+        inputs = risk.RiskInputs(venue_balances=balances, read_at=read_at)
+        risk.account_holds_apply(inputs=inputs, link_id=link_id)
+        assert inputs.balances is not None
+        return inputs.balances["USD"].available
 
     first = order_of(trader.place(quantity="0.01"))  # reads the venue, then holds its amount
     snapshot = cache.get(name)
@@ -373,6 +377,45 @@ def test_a_cancelled_order_frees_its_hold_so_its_replacement_fits(make_trader: A
     assert replacement.status_code == 201, replacement.content
     assert order_of(replacement).status == "open"
     refused(trader, "INSUFFICIENT_BALANCE", quantity="0.01")  # and the replacement's counts in turn
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_buys_cannot_both_spend_one_balance(make_trader: Any, settings: Any) -> None:
+    """Eight buys sent at once, with USD for one: one goes out, seven are refused for want of
+    balance. Each order reads the others' holds under the user's risk lock, and records its own
+    before letting go of it. (Read with the snapshot, before the lock, all eight read no holds
+    and several went out, the venue refusing the rest.)"""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+    from rest_framework.test import APIClient
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 60
+    trader = make_trader({"USD": "1000", "BTC": "0"})  # room for one 0.01 BTC buy (~620 USD)
+    price = trader.below_market()
+
+    def post(start: threading.Barrier) -> tuple[int, str]:
+        client = APIClient()
+        client.force_authenticate(trader.user)
+        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.01"}
+        try:
+            start.wait(10)
+            response = client.post("/v1/orders", {**body, "price": str(price)}, format="json")
+            error = response.json().get("error")
+            return response.status_code, error["code"] if error else ""
+        finally:
+            connections.close_all()
+
+    start = threading.Barrier(8)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = sorted(pool.map(post, [start] * 8))
+
+    assert results == [(201, "")] + [(422, "INSUFFICIENT_BALANCE")] * 7, results
+    assert trader.venue_state()["orders"] == 1
+    assert Order.objects.filter(submitted_at__isnull=False).count() == 1
+    refusals = Order.objects.filter(status="rejected")
+    assert {(o.error_code, o.metadata["rejected_by"]) for o in refusals} == {("INSUFFICIENT_BALANCE", "risk")}
 
 
 def _btc_limit(trader: Trader, **fields: Any) -> Order:

@@ -191,6 +191,9 @@ class OrderState:
     time_in_force: TimeInForce | None = None
     outcome: Outcome | None = None
     reason: str | None = None
+    # A refusal the venue explains, as K2's error code (the `errors` class's `code`), e.g.
+    # POST_ONLY_WOULD_TAKE; None: unexplained (K2 says EXCHANGE_REJECTED).
+    reject_code: str | None = None
 
     @property
     def remaining_quantity(self) -> Decimal:

@@ -197,7 +197,7 @@ class CryptocomAdapter(ExchangeAdapter):
         params = translate.order_params(request)
         try:
             result = await self.rest.private("private/create-order", params, safe=False)
-            status, reason = OrderStatus.NEW, None
+            status, reason, reject_code = OrderStatus.NEW, None, None
         except ex.OrderOutcomeUnknown as exc:
             exc.client_order_id = request.client_order_id
             raise
@@ -207,6 +207,7 @@ class CryptocomAdapter(ExchangeAdapter):
             result = dict(exc.details)
             killed = isinstance(exc, ex.OrderNotFilled)
             status, reason = (OrderStatus.CANCELLED if killed else OrderStatus.REJECTED), exc.message
+            reject_code = None if killed else exc.code
         return OrderState(
             venue_order_id=str(result.get("order_id", "")),
             client_order_id=str(result.get("client_oid") or request.client_order_id),
@@ -224,6 +225,7 @@ class CryptocomAdapter(ExchangeAdapter):
             updated_at=None,
             time_in_force=request.time_in_force,
             reason=reason,
+            reject_code=reject_code,
         )
 
     @staticmethod

@@ -1,8 +1,9 @@
 """The one place Crypto.com values become K2's, and back: lookup tables plus small parsers.
 
 Symbols (`BTC_USD` <-> `BTC-USD`), sides, order types, time in force, statuses, Decimal strings,
-fees (negative on the wire -> a positive cost with its currency), ms/ns -> aware UTC, and the
-venue's error codes (v1 and the legacy 1000x/2000x/3000x ones) -> K2 errors.
+fees (K2's are a cost: positive paid, negative a rebate; see `order` and `fill` for the venue's two
+signs), ms/ns -> aware UTC, and the venue's error codes (v1 and the legacy 1000x/2000x/3000x
+ones) -> K2 errors.
 """
 
 from __future__ import annotations
@@ -307,27 +308,37 @@ def order_status(row: Mapping[str, Any]) -> OrderStatus:
     return status
 
 
+# Reasons (the code, or its name) of a refusal K2 names with its own code.
+REJECT_CODES = {"43005": ex.OrderWouldTakeLiquidity.code, "POST_ONLY_REJ": ex.OrderWouldTakeLiquidity.code}
+
+
 def order(row: OrderRow) -> OrderState:
     filled = dec0(row.get("cumulative_quantity"))
     price = dec(row.get("limit_price"))
     avg = dec(row.get("avg_price"))
+    status = order_status(row)
+    reason = row.get("reason") or None
     return OrderState(
         venue_order_id=str(row["order_id"]),
         client_order_id=row.get("client_oid") or None,
         instrument=symbols.from_venue(row["instrument_name"]),
         side=SIDE_FROM_VENUE[row["side"].upper()],
         order_type=TYPE_FROM_VENUE.get(row.get("order_type", "").upper(), OrderType.LIMIT),
-        status=order_status(row),
+        status=status,
         quantity=dec0(row.get("quantity")),
         filled_quantity=filled,
         price=price if price else None,
         avg_fill_price=avg if avg and filled else None,
-        fees=abs(dec0(row.get("cumulative_fee"))),
+        # The order's `cumulative_fee` is already a cost (positive paid, e.g. "0.001501438200" on a
+        # filled BTC_USD order), unlike a trade's `fees` (negative paid): kept as it is, so a
+        # rebate stays negative, as the fills' sum of `fill().fee` is.
+        fees=dec0(row.get("cumulative_fee")),
         fee_currency=row.get("fee_instrument_name") or None,
         created_at=_time(row, "create_time", "create_time_ns"),
         updated_at=_time(row, "update_time", "transaction_time_ns"),
         time_in_force=TIF_FROM_VENUE.get(row.get("time_in_force", "")),
-        reason=row.get("reason") or None,
+        reason=reason,
+        reject_code=REJECT_CODES.get(str(reason)) if status is OrderStatus.REJECTED else None,
     )
 
 
@@ -340,7 +351,7 @@ def fill(row: TradeRow) -> Fill:
         side=SIDE_FROM_VENUE[row["side"].upper()],
         quantity=dec0(row["traded_quantity"]),
         price=dec0(row["traded_price"]),
-        fee=-dec0(row.get("fees")),  # negative on the wire = a deduction = a positive cost here
+        fee=-dec0(row.get("fees")),  # net fee, negative for a deduction: a cost here; a rebate < 0
         fee_currency=row.get("fee_instrument_name") or None,
         liquidity=LIQUIDITY_FROM_VENUE.get(str(row.get("taker_side", "")).upper()),
         time=_time(row, "create_time", "create_time_ns") or ms_to_dt(row["create_time"]),

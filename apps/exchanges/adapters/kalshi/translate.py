@@ -65,6 +65,7 @@ ONE = Decimal(1)
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 MIN_PRICE, MAX_PRICE = Decimal("0.01"), Decimal("0.99")
+POST_ONLY_CROSS = "PostOnlyCrossCancel"  # the cancellation reason of a post-only order that would cross
 PRICE_Q = Decimal("0.0001")  # `*_dollars` wire precision
 COUNT_Q = Decimal("0.01")  # `*_fp` wire precision
 
@@ -219,7 +220,9 @@ def check_price(price: Decimal) -> None:
 
 def order_body(request: OrderRequest, *, quantity_step: Decimal = ONE) -> dict[str, Any]:
     """`POST /portfolio/events/orders` body. Market orders become marketable IOC limits (Kalshi
-    has no market type since 2026-02)."""
+    has no market type since 2026-02): at the request's price if it has one (a protection
+    price: the worst the order may fill at), else at the contract's bound (0.99 to buy, 0.01 to
+    sell)."""
     if request.outcome is None:
         raise ex.InvalidOrder("a Kalshi order needs an outcome (yes or no)", venue=VENUE)
     if request.quantity <= 0 or request.quantity % quantity_step != 0:
@@ -228,7 +231,13 @@ def order_body(request: OrderRequest, *, quantity_step: Decimal = ONE) -> dict[s
         raise ex.InvalidOrder("Kalshi orders are sized in contracts, not notional", venue=VENUE)
     tif = request.time_in_force
     if request.order_type is OrderType.MARKET:
-        price = MAX_PRICE if request.side is Side.BUY else MIN_PRICE
+        price = (
+            request.price
+            if request.price is not None
+            else MAX_PRICE
+            if request.side is Side.BUY
+            else MIN_PRICE
+        )
         tif = TimeInForce.IOC if tif is TimeInForce.GTC else tif
     else:
         if request.price is None:
@@ -272,7 +281,7 @@ def order_from_ack(request: OrderRequest, ack: CreateOrderV2Response) -> OrderSt
     elif filled >= request.quantity:
         status = OrderStatus.FILLED
     elif request.post_only and not filled:
-        status, reason = OrderStatus.REJECTED, "PostOnlyCrossCancel"
+        status, reason = OrderStatus.REJECTED, POST_ONLY_CROSS
     else:
         status = OrderStatus.CANCELLED
         reason = "not filled in full; the rest was cancelled" if filled or tif_kills(request) else None
@@ -295,7 +304,15 @@ def order_from_ack(request: OrderRequest, ack: CreateOrderV2Response) -> OrderSt
         time_in_force=request.time_in_force,
         outcome=request.outcome,
         reason=reason,
+        reject_code=_reject_code(status, reason),
     )
+
+
+def _reject_code(status: OrderStatus, reason: str | None) -> str | None:
+    """K2's code for a refusal the venue explains (`OrderState.reject_code`)."""
+    if status is OrderStatus.REJECTED and reason == POST_ONLY_CROSS:
+        return ex.OrderWouldTakeLiquidity.code
+    return None
 
 
 def tif_kills(request: OrderRequest) -> bool:
@@ -342,6 +359,9 @@ def order(row: OrderRow | Mapping[str, Any]) -> OrderState:
         raise ex.UnexpectedResponse(f"unknown order status {venue_status!r}", venue=VENUE)
     if status is OrderStatus.OPEN and filled > 0:
         status = OrderStatus.PARTIALLY_FILLED
+    reason = str(row.get("cancellation_reason") or "") or None
+    if status is OrderStatus.CANCELLED and reason == POST_ONLY_CROSS and not filled:
+        status = OrderStatus.REJECTED  # it never rested: refused, as the create answer says
     cost = dec0(dollars(row, "taker_fill_cost")) + dec0(dollars(row, "maker_fill_cost"))
     fees = dec0(dollars(row, "taker_fees")) + dec0(dollars(row, "maker_fees"))
     return OrderState(
@@ -361,6 +381,8 @@ def order(row: OrderRow | Mapping[str, Any]) -> OrderState:
         updated_at=row_time(row, "last_update_time", "last_updated_ts_ms", "created_time"),
         time_in_force=None,
         outcome=outcome,
+        reason=reason,
+        reject_code=_reject_code(status, reason),
     )
 
 
