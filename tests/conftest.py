@@ -26,6 +26,18 @@ def _clean_redis(settings):
         client.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_email_in_flight(settings):
+    """Account emails go out on background threads (`apps.accounts.emails`): none of another
+    test's lands in this test's outbox, and none outlives this test (nor the settings it was
+    sent with: this is torn down before `settings`)."""
+    from apps.accounts import emails
+
+    assert emails.wait_for_pending(), "account emails of an earlier test still pending"
+    yield
+    assert emails.wait_for_pending(), "account emails still pending at the end of the test"
+
+
 @pytest.fixture
 def api_client():
     from rest_framework.test import APIClient

@@ -81,7 +81,9 @@ def _sha256(value: str) -> str:
 
 
 def _on_commit_email(func: Any, *args: Any) -> None:
-    transaction.on_commit(lambda: func(*args))
+    """Send an account email after commit, off the request (see `emails`): no request waits on
+    the mail server, so a reset for an unknown address answers as fast as for a known one."""
+    emails.send_after_commit(func, *args)
 
 
 # --- results -------------------------------------------------------------------------------------

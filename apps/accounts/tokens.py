@@ -48,6 +48,9 @@ class LoadedKey:
     signs: bool
 
 
+KID_MAX_LENGTH = SigningKey._meta.get_field("kid").max_length or 64
+
+
 class _KeySetCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -94,8 +97,16 @@ class _KeySetCache:
             return self._keys[self._signer]
 
     def verifier(self, kid: str) -> LoadedKey | None:
+        """The key named `kid`, if it verifies. A kid not loaded yet (a key made since, by
+        another process) reloads the set only if a key by that name exists: a forged token's
+        made-up kid costs one indexed lookup, not a reload (every key parsed, the signing key
+        decrypted) under this lock."""
         with self._lock:
-            if not self._fresh() or kid not in self._keys:
+            if not self._fresh() or (
+                kid not in self._keys
+                and len(kid) <= KID_MAX_LENGTH
+                and SigningKey.objects.filter(kid=kid).exists()
+            ):
                 self._load()
             return self._keys.get(kid)
 
@@ -167,7 +178,10 @@ def decode(token: Any, *, token_type: str) -> dict[str, Any]:
     Raises `TokenExpired` for an expired but otherwise valid token and `TokenInvalid` for
     anything else (malformed, forged, unknown key, wrong type).
     """
-    if not isinstance(token, str) or not token or len(token) > 4096:
+    # A JWT is ASCII (base64url segments and dots). Anything else is garbage, and some of it
+    # would not reach PyJWT's own errors: a lone surrogate ("a\ud800b", which a JSON WebSocket
+    # message can carry) fails its UTF-8 encoding with UnicodeEncodeError.
+    if not isinstance(token, str) or not token or len(token) > 4096 or not token.isascii():
         raise TokenInvalid()
     cache_key = (token, settings.K2_JWT_ISSUER, settings.K2_JWT_AUDIENCE)
     hit = _VERIFIED.get(cache_key)

@@ -103,6 +103,7 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "__marketdata_hub_only__"
 
     session: ClientSession | None = None
+    request_id: Any = None  # the `id` of the message being handled, once parsed
 
     async def connect(self) -> None:
         self.session = None
@@ -155,12 +156,13 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.session is None or self.session.closed:
             return
+        self.request_id = None
         try:
             await self._receive(text_data)
         except Exception:
             # a bug or an outage must cost this message, not the connection
             log.exception("ws_receive_failed")
-            self._error("INTERNAL_ERROR", "The server could not handle this message.", None)
+            self._error("INTERNAL_ERROR", "The server could not handle this message.", self.request_id)
 
     async def _receive(self, text_data: str | None) -> None:
         session = self.session
@@ -182,7 +184,7 @@ class PriceStreamConsumer(AsyncWebsocketConsumer):
         if not isinstance(message, dict):
             self._error("MALFORMED_MESSAGE", "A message is a JSON object with a 'type'.", None)
             return
-        request_id = message.get("id")
+        request_id = self.request_id = message.get("id")  # (for the catch-all's answer too)
         kind = message.get("type")
         if kind == "ping":
             session.enqueue(SYSTEM, _with_id({"type": "pong", "timestamp": _now_iso()}, request_id))

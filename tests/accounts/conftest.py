@@ -1,7 +1,9 @@
 """Accounts fixtures: an API client per device, registered users, TOTP helpers.
 
 API tests commit for real (transactional DB): emails and other side effects run on commit,
-exactly as in production.
+exactly as in production. Account emails are delivered by background threads after commit
+(apps/accounts/emails.py): read them through `outbox()` (or `token_from_mail`), which waits
+until every send queued so far is done.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.core import mail
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from apps.accounts import tokens
+from apps.accounts import emails, tokens
 
 PASSWORD = "correct horse battery staple 42"
 IPHONE_UA = (
@@ -45,6 +47,12 @@ def _fast_settings(settings, monkeypatch):
         "anon": "1000/min",
     }
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+
+
+def outbox() -> list:
+    """`mail.outbox` once every account email queued so far is delivered (bounded wait)."""
+    assert emails.wait_for_pending(), "account emails still pending after 10 s"
+    return mail.outbox
 
 
 def make_client(user_agent: str = LAPTOP_UA, ip: str = "203.0.113.10") -> APIClient:
@@ -82,7 +90,7 @@ def get(client: APIClient, path: str, token: str | None = None):
 
 def token_from_mail(kind: str) -> str:
     """The token from the last email whose body mentions `kind` (verify-email / reset)."""
-    for message in reversed(mail.outbox):
+    for message in reversed(outbox()):
         if kind in message.body:
             match = re.search(r"token=([A-Za-z0-9_\-]+)", str(message.body))
             assert match, message.body

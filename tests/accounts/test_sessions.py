@@ -296,3 +296,31 @@ def test_last_used_is_tracked(user):
     Session.objects.filter(pk=body["session_id"]).update(last_used_at="2020-01-01T00:00:00Z")
     get(client, "/v1/users/me", body["access_token"])
     assert Session.objects.get(pk=body["session_id"]).last_used_at.year > 2020
+
+
+def test_a_made_up_kid_costs_one_lookup_and_a_key_made_elsewhere_is_found(user):
+    """A forged token naming a key that does not exist is refused after one indexed lookup, not
+    a reload of the key set (every key parsed and the signing key decrypted, under the key
+    set's lock: an unauthenticated request could force one each). A key another process made
+    since this one loaded the set is still found."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.accounts import tokens
+
+    client = make_client()
+    signed = login(client, "sam@example.com")["access_token"]
+    assert data(get(client, "/v1/users/me", signed))  # the key set is loaded
+    forger = ec.generate_private_key(ec.SECP256R1())
+    for kid in ("made-up", "k" * 64, "k" * 65):
+        forged = jwt.encode({"sub": str(user.pk)}, forger, algorithm="ES256", headers={"kid": kid})
+        with CaptureQueriesContext(connection) as queries, pytest.raises(TokenInvalid):
+            tokens.decode(forged, token_type="access")
+        assert len(queries) <= 1, [q["sql"] for q in queries]
+        assert all("WHERE" in q["sql"] and '"kid" =' in q["sql"] for q in queries), queries.captured_queries
+
+    call_command("rotate_jwt_key")
+    new = login(client, "sam@example.com")["access_token"]
+    new_kid = jwt.get_unverified_header(new)["kid"]
+    tokens.keyset._keys.pop(new_kid)  # as a process that loaded the set before the rotation
+    assert data(get(client, "/v1/users/me", new))["email"] == "sam@example.com"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pyotp
 import pytest
-from django.core import mail
 
 from k2.audit.models import AuditEntry
 from tests.accounts.conftest import (
@@ -16,6 +15,7 @@ from tests.accounts.conftest import (
     get,
     make_client,
     next_code,
+    outbox,
     post,
     token_from_mail,
 )
@@ -31,7 +31,7 @@ def test_new_user_walkthrough():
     # Register; the verification token arrives by email.
     response = post(laptop, "/v1/auth/register", {"email": email, "password": PASSWORD})
     assert response.status_code == 202
-    assert mail.outbox[-1].to == [email]
+    assert outbox()[-1].to == [email]
     verify_token = token_from_mail("verify-email")
 
     # Login works before verification (email_verified does not gate it).
@@ -89,7 +89,7 @@ def test_new_user_walkthrough():
     _phone_access, phone_refresh = phone_login["access_token"], phone_login["refresh_token"]
     # New-device sign-in was noticed.
     assert AuditEntry.objects.filter(action="security.new_device_login").exists()
-    assert any("New sign-in" in m.subject for m in mail.outbox)
+    assert any("New sign-in" in m.subject for m in outbox())
 
     # Sessions from two devices, the current one flagged.
     listing = get(laptop, "/v1/auth/sessions", access)

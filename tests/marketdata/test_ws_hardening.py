@@ -9,7 +9,9 @@ import json
 import time
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import connections
 from django.utils import timezone
 from websockets.exceptions import ConnectionClosed
 
@@ -148,17 +150,80 @@ async def test_a_symbol_with_control_characters_is_a_validation_error(asgi_serve
     await ws.close()
 
 
+async def test_a_token_that_cannot_be_encoded_gets_the_usual_auth_error(asgi_server, user_token):
+    # a lone surrogate ("\ud800" in the JSON) cannot be encoded to UTF-8; the token decoder
+    # refuses it like any other garbage: TOKEN_INVALID, and close 4401 if not yet authenticated
+    _user, token = user_token
+    answers = []
+    for bad in ("not-a-token", "a\ud800b", token + "\ud800", token[:20] + "\udfff" + token[20:]):
+        ws = await ws_connect(asgi_server.ws_url)
+        await ws.send(json.dumps({"type": "auth", "token": bad, "id": 7}))
+        seen, code = await frames_until_closed(ws)
+        assert code == 4401, (bad, seen)
+        answers.append([m for m in seen if m["type"] == "error"])
+    assert [(m["code"], m["message"], m["id"]) for m in answers[0]] == [
+        ("TOKEN_INVALID", "The token is invalid.", 7)
+    ], answers[0]
+    assert all(a == answers[0] for a in answers[1:]), answers
+    # an authenticated socket that re-authenticates with one keeps its authentication
+    ws = await authed(asgi_server, token)
+    await ws.send(json.dumps({"type": "auth", "token": "a\ud800b"}))
+    assert (await recv_until(ws, lambda m: m["type"] == "error"))["code"] == "TOKEN_INVALID"
+    await assert_still_open(ws)
+    await ws.close()
+
+
+def _hold_sessions_table() -> psycopg.Connection:
+    """A second database client holding an exclusive lock on the sessions table (as a migration
+    would), in an open transaction: anything reading a session waits for it."""
+    db = connections["default"].settings_dict
+    conn = psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or None, dbname=db["NAME"], user=db["USER"],
+        password=db["PASSWORD"], connect_timeout=5,
+    )  # fmt: skip
+    conn.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+    return conn
+
+
+def _terminate_backends_blocked_by(holder: psycopg.Connection, timeout: float = 10.0) -> int:
+    """Have PostgreSQL end the connections waiting for `holder`'s lock (what a failover or an
+    operator's pg_terminate_backend does to a server's connection); how many it ended."""
+    db = connections["default"].settings_dict
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or None, dbname=db["NAME"], user=db["USER"],
+        password=db["PASSWORD"], connect_timeout=5, autocommit=True,
+    ) as admin:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE %s = ANY(pg_blocking_pids(pid))",
+                [holder.info.backend_pid],
+            ).fetchall()
+            if rows:
+                return len(rows)
+            time.sleep(0.02)
+    raise AssertionError(f"nothing waited for the lock within {timeout}s")
+
+
 async def test_an_unexpected_failure_answers_internal_error_and_the_socket_stays_open(
     asgi_server, user_token
 ):
-    # a lone surrogate in a token fails inside the token decoder with a UnicodeEncodeError,
-    # not one of the accounts app's errors: an unexpected exception in `receive`
+    # A real fault, nothing patched: the database ends the connection that is reading this
+    # token's session. The error is not one of the accounts app's: it reaches the consumer's
+    # catch-all, which answers INTERNAL_ERROR and keeps the socket.
+    user, token = user_token
     ws = await ws_connect(asgi_server.ws_url)
-    await ws.send(json.dumps({"type": "auth", "token": "a\ud800b"}))
-    error = await recv_until(ws, lambda m: m["type"] == "error")
-    assert error["code"] == "INTERNAL_ERROR"
-    await ws.send(json.dumps({"type": "auth", "token": user_token[1]}))
-    assert (await recv_until(ws, lambda m: m["type"] == "authenticated"))["user_id"] == str(user_token[0].id)
+    holder = await asyncio.to_thread(_hold_sessions_table)
+    try:
+        await ws.send(json.dumps({"type": "auth", "token": token, "id": 9}))
+        assert await asyncio.to_thread(_terminate_backends_blocked_by, holder) == 1
+        error = await recv_until(ws, lambda m: m["type"] == "error")
+        assert (error["code"], error["id"]) == ("INTERNAL_ERROR", 9)
+    finally:
+        await asyncio.to_thread(holder.close)  # rolls back: the lock is released
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    assert (await recv_until(ws, lambda m: m["type"] == "authenticated"))["user_id"] == str(user.id)
     await ws.close()
 
 
