@@ -286,3 +286,16 @@ async def test_on_call_reports_every_request_without_secrets(
     assert cryptocom_credentials.api_secret not in repr(calls)
     assert cryptocom_credentials.api_key not in repr(calls)
     assert cryptocom_credentials.api_secret not in repr(cryptocom_credentials)
+
+
+async def test_the_simulator_writes_decimals_padded_never_in_exponent_form(cryptocom_adapter):
+    """As the venue does (spec §3.3): a resting order's zero fee is "0.00000000", not "0E-8"."""
+    price = await far_bid(cryptocom_adapter)
+    ack = await cryptocom_adapter.place_order(limit(Side.BUY, "0.001", price))
+    row = await cryptocom_adapter.rest.private(
+        "private/get-order-detail", {"order_id": ack.venue_order_id}, safe=True
+    )
+    assert row["cumulative_fee"] == "0.00000000"
+    numbers = [v for v in row.values() if isinstance(v, str) and v[:1].isdigit()]
+    assert numbers
+    assert not [v for v in numbers if "E" in v.upper()], row

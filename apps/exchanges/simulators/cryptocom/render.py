@@ -62,7 +62,7 @@ def s(value: Decimal | None, step: Decimal | None = None) -> str:
         return "0"
     if step is None:
         return format(value.normalize(), "f")
-    return str(value.quantize(step))
+    return format(value.quantize(step), "f")  # never exponent form ("0E-8"): "0.00000000"
 
 
 def ms(ns: int) -> int:
