@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -202,8 +202,7 @@ class RiskInputs:
     reference_price: Decimal | None = None
     price_source: str = ""
     balances: dict[str, Balance] | None = None  # less the holds (`account_holds_apply`, under the lock)
-    venue_balances: dict[str, Balance] | None = None  # as the venue said, at `read_at` (Unix time)
-    read_at: float = 0.0
+    account: AccountSnapshot | None = None  # as the venue said, and the link's holds then
     positions: list[Position] | None = None
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
     limit_rows: list[RiskLimit] | None = None  # likewise, most specific first (None: not read yet)
@@ -251,6 +250,18 @@ def _price_of(last: Any, bid: Any, ask: Any) -> Decimal | None:
     return None
 
 
+@dataclass(frozen=True)
+class AccountSnapshot:
+    """A link's balances (and positions) as its venue said when read (`read_at`, Unix time),
+    and the link's hold entries as read with them (`_holds`)."""
+
+    balances: dict[str, Balance]
+    positions: list[Position] | None
+    stale: bool
+    read_at: float
+    holds: list[bytes]
+
+
 def account_snapshot(
     *,
     link_id: Any,
@@ -259,10 +270,9 @@ def account_snapshot(
     want_positions: bool,
     allow_stale: bool = False,
     fresh: bool = False,
-) -> tuple[dict[str, Balance], list[Position] | None, bool, float]:
-    """The link's balances and positions as the venue said, cached: (balances, positions, stale,
-    when the venue was read as a Unix time). What orders placed since then hold is taken off
-    under the risk lock (`account_holds_apply`).
+) -> AccountSnapshot:
+    """The link's balances and positions as the venue said, cached, with its holds. What orders
+    placed since the venue read hold is taken off under the risk lock (`account_holds_apply`).
 
     Fresh for `K2_TRADING_BALANCE_CACHE_SECONDS`. With `allow_stale`, a snapshot up to
     `K2_TRADING_BALANCE_STALE_SECONDS` older is returned at once (stale=True) and refreshed from
@@ -275,17 +285,20 @@ def account_snapshot(
         _account_read, key, venue=venue, credentials=credentials, want_positions=want_positions
     )
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS > 0 and not fresh:
-        cached = redis_client().get(cache.make_and_validate_key(key))
+        with redis_client().pipeline(transaction=False) as pipe:
+            pipe.get(cache.make_and_validate_key(key))
+            _holds(link_id, pipe)
+            cached, holds = pipe.execute()
         if cached is not None:
             balances, positions, read_at = cache_decode(cached)
             age = time.time() - read_at
             if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
-                return balances, positions, False, read_at
+                return AccountSnapshot(balances, positions, False, read_at, holds)
             if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
                 account_refresher().submit(key, read)
-                return balances, positions, True, read_at
+                return AccountSnapshot(balances, positions, True, read_at, holds)
     balances, positions, read_at = read()
-    return balances, positions, False, read_at
+    return AccountSnapshot(balances, positions, False, read_at, _holds(link_id))
 
 
 def _account_read(
@@ -459,19 +472,38 @@ def _hold_put(link_id: Any, order: Order, currency: str, amount: Decimal) -> Non
         pipe.execute()
 
 
-def account_holds_apply(*, inputs: RiskInputs, link_id: Any) -> None:
+# Web processes' clocks may differ by this much: a hold is stamped by its writer's clock, a
+# snapshot's read time by its reader's.
+HOLDS_CLOCK_MARGIN_SECONDS = 5.0
+
+
+def holds_since(inputs: RiskInputs, now: datetime) -> datetime:
+    """Orders submitted since this time may hold part of the snapshot's balances
+    (`account_holds_apply`); with no snapshot, none matter."""
+    if inputs.account is None:
+        return now
+    return datetime.fromtimestamp(inputs.account.read_at - HOLDS_CLOCK_MARGIN_SECONDS, UTC)
+
+
+def account_holds_apply(*, inputs: RiskInputs, link_id: Any, submitted: Iterable[Any]) -> None:
     """Under the risk lock: take what the link's orders hold since the venue read off its
-    balances. Read here, not with the snapshot: an order of the same user checked meanwhile
-    recorded its hold before it let go of the lock (`account_snapshot_reserve`), so two orders
-    placed at once cannot both spend the same balance."""
-    if inputs.venue_balances is None:
+    balances. `submitted`: the user's orders at the venue that went out since `holds_since`, as
+    read under the lock. An order records its hold before it lets go of the lock
+    (`account_snapshot_reserve`); one submitted after the holds were read with the snapshot
+    (another order of the user, checked meanwhile) is not among them, and then they are read
+    again: two orders placed at once cannot both spend the same balance. Otherwise (the usual
+    case) the holds read with the snapshot are complete, and the lock is held no longer."""
+    account = inputs.account
+    if account is None:
         return
-    try:
-        holds = _holds(link_id)
-    except Exception as exc:  # as when recording one: a cache fault must not stop the order
-        log.warning("balance_holds_unavailable", link_id=str(link_id), error=repr(exc))
-        holds = []
-    inputs.balances = _less_holds(inputs.venue_balances, holds, inputs.read_at)
+    holds = account.holds
+    held = {entry.split(b" ", 2)[1] for entry in holds}
+    if any(str(order_id).encode() not in held for order_id in submitted):
+        try:
+            holds = _holds(link_id)
+        except Exception as exc:  # as when recording one: a cache fault must not stop the order
+            log.warning("balance_holds_unavailable", link_id=str(link_id), error=repr(exc))
+    inputs.balances = _less_holds(account.balances, holds, account.read_at)
 
 
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> bool:
@@ -576,7 +608,7 @@ def risk_gather(
             inputs.reference_price, inputs.price_source = reference_price(instrument)
         caps = venue_capabilities(order.exchange)
         want_positions = bool(caps["positions"]) and order.instrument_type == InstrumentType.EVENT
-        inputs.venue_balances, inputs.positions, inputs.account_stale, inputs.read_at = account_snapshot(
+        inputs.account = account_snapshot(
             link_id=link_id,
             venue=order.exchange,
             credentials=credentials,
@@ -584,6 +616,7 @@ def risk_gather(
             allow_stale=allow_stale,
             fresh=event_sell,
         )
+        inputs.positions, inputs.account_stale = inputs.account.positions, inputs.account.stale
     except ex.ExchangeError as error:
         inputs.venue_error = error
     return inputs
@@ -625,7 +658,7 @@ def _position(order: Order, instrument: Instrument, inputs: RiskInputs) -> Decim
     return balance.total if balance else Decimal(0)
 
 
-def _activity_scope(order: Order, now: datetime) -> selectors.ActivityScope:
+def _activity_scope(order: Order, now: datetime, since: datetime | None = None) -> selectors.ActivityScope:
     return selectors.ActivityScope(
         user_id=order.user_id,
         order_id=order.pk,
@@ -637,14 +670,15 @@ def _activity_scope(order: Order, now: datetime) -> selectors.ActivityScope:
         now=now,
         risk_codes=_RISK_SET,
         history=settings.K2_RISK_FAT_FINGER_QUANTITY_HISTORY,
+        holds_since=since or now,
     )
 
 
-def risk_lock(*, order: Order, now: datetime) -> selectors.RiskLock:
+def risk_lock(*, order: Order, inputs: RiskInputs, now: datetime) -> selectors.RiskLock:
     """Inside the risk transaction: lock the order and its user's checks; its status now, the
-    user's recent activity and the active kill switches under the lock
-    (`selectors.order_lock_for_risk`)."""
-    return selectors.order_lock_for_risk(_activity_scope(order, now))
+    user's recent activity (with the orders submitted since `holds_since`) and the active kill
+    switches under the lock (`selectors.order_lock_for_risk`)."""
+    return selectors.order_lock_for_risk(_activity_scope(order, now, holds_since(inputs, now)))
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,7 @@ class RecentActivity:
     daily_notional: Decimal
     quantities: list[Decimal]  # of the latest orders on the instrument, newest first
     resting: Decimal  # unfilled quantity of the user's other live orders of this side (and outcome)
+    submitted: list[Any]  # ids of the user's other orders at the venue submitted since `holds_since`
 
 
 # Written into the statement, not bound: a prepared statement's generic plan can then use the
@@ -290,10 +291,12 @@ SELECT
         SELECT coalesce(sum(quantity - filled_quantity), 0) FROM orders
         WHERE user_id = %(user_id)s AND instrument = %(instrument)s AND status IN ({_LIVE_STATUSES_SQL})
           AND side = %(side)s AND outcome = %(outcome)s AND id <> %(order_id)s
-    )
+    ),
+    coalesce(array_agg(id) FILTER (WHERE exchange = %(venue)s AND submitted_at >= %(holds_since)s), '{{}}')
 FROM (
     SELECT created_at, instrument_type, submitted_at, status, quantity, filled_quantity, notional,
-           (status = %(rejected)s AND error_code = ANY(%(risk_codes)s)) AS risk_refused
+           (status = %(rejected)s AND error_code = ANY(%(risk_codes)s)) AS risk_refused,
+           id, exchange
     FROM orders
     WHERE user_id = %(user_id)s AND created_at >= %(since)s AND id <> %(order_id)s
 ) AS recent
@@ -314,6 +317,7 @@ class ActivityScope:
     now: datetime
     risk_codes: frozenset[str]
     history: int
+    holds_since: datetime  # orders submitted since then are listed (`RecentActivity.submitted`)
 
     def params(self) -> dict[str, Any]:
         today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -327,7 +331,10 @@ class ActivityScope:
             "second": self.now - timedelta(seconds=1),
             "minute": self.now - timedelta(minutes=1),
             "today": today,
-            "since": min(today, self.now - timedelta(minutes=1)),
+            # (a minute before `holds_since`: orders created before it, submitted after)
+            "since": min(today, self.now - timedelta(minutes=1), self.holds_since - timedelta(minutes=1)),
+            "holds_since": self.holds_since,
+            "venue": self.venue,
             "rejected": OrderStatus.REJECTED,
             "cancelled": OrderStatus.CANCELLED,
             "risk_codes": sorted(self.risk_codes),
@@ -336,8 +343,8 @@ class ActivityScope:
 
 
 def _recent_activity_of(row: tuple[Any, ...]) -> RecentActivity:
-    second, minute, daily, quantities, resting = row
-    return RecentActivity(second, minute, daily, list(quantities), resting)
+    second, minute, daily, quantities, resting, submitted = row
+    return RecentActivity(second, minute, daily, list(quantities), resting, list(submitted))
 
 
 def recent_activity(scope: ActivityScope) -> RecentActivity:
@@ -350,7 +357,8 @@ def recent_activity(scope: ActivityScope) -> RecentActivity:
     user's latest orders on the instrument that reached the venue (not refused). `resting` sums
     the unfilled quantity of the user's other live orders (past their checks) on the instrument,
     side and outcome, whenever placed: a subquery of its own (on a partial index), as they may
-    be older than the window."""
+    be older than the window. `submitted` lists the user's other orders at the venue submitted
+    since `holds_since` (`risk.account_holds_apply`)."""
     with connection.cursor() as cursor:
         cursor.execute(_RECENT_ACTIVITY_SQL, scope.params())
         return _recent_activity_of(cursor.fetchone())

@@ -603,7 +603,7 @@ def _order_risk_check(
     reserved = False
     try:
         with atomic_audited(), pipelined():
-            held = risk.risk_lock(order=order, now=now)
+            held = risk.risk_lock(order=order, inputs=inputs, now=now)
             status, activity = held.status, held.activity
             if status != OrderStatus.PENDING:
                 locked = selectors.order_lock(order_id=order.pk)
@@ -611,7 +611,7 @@ def _order_risk_check(
                 return locked  # cancelled while we gathered inputs
             if not last_try and not held.switch_ids <= {switch.pk for switch in inputs.switches}:
                 raise risk.KillSwitchesChanged()  # nothing written: rolled back
-            risk.account_holds_apply(inputs=inputs, link_id=link_id)
+            risk.account_holds_apply(inputs=inputs, link_id=link_id, submitted=activity.submitted)
             try:
                 verdict = risk.risk_check(
                     order=order, instrument=instrument, inputs=inputs, now=now, activity=activity

@@ -229,9 +229,9 @@ def test_price_unavailable_policy(trader: Trader) -> None:
     from apps.trading.services import OrderInput, _order_create
 
     instrument = Instrument.objects.get(symbol="BTC-USD")
-    balances, _, _, _ = risk.account_snapshot(
+    balances = risk.account_snapshot(
         link_id="t", venue="cryptocom", credentials=_credentials(trader), want_positions=False
-    )
+    ).balances
     inputs = risk.RiskInputs(reference_price=None, balances=balances)
 
     def check(key: str, **kw: Any) -> Decimal:
@@ -330,11 +330,11 @@ def test_orders_hold_their_amount_until_a_venue_read_includes_it(make_trader: An
 
     def available() -> Decimal:
         """As the next order's check sees it: the snapshot less the holds since its read."""
-        balances, _, _, read_at = risk.account_snapshot(
+        account = risk.account_snapshot(
             link_id=link_id, venue="cryptocom", credentials=_credentials(trader), want_positions=False
         )
-        inputs = risk.RiskInputs(venue_balances=balances, read_at=read_at)
-        risk.account_holds_apply(inputs=inputs, link_id=link_id)
+        inputs = risk.RiskInputs(account=account)
+        risk.account_holds_apply(inputs=inputs, link_id=link_id, submitted=[])
         assert inputs.balances is not None
         return inputs.balances["USD"].available
 
