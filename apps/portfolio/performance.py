@@ -46,6 +46,28 @@ RANGES: dict[str, tuple[timedelta | None, timedelta, str]] = {
     "all": (None, timedelta(days=1), "1d"),
 }
 INTERVAL_FALLBACK = ("1m", "5m", "1h", "1d")
+# A symbol without candles of the range's interval is valued at the nearest interval it has, but
+# never at one that would load more than this many candles for it (a year of 1m candles is 525,600).
+MAX_CANDLES_PER_SYMBOL = 20_000
+
+
+def _fallbacks(interval: str, span: timedelta) -> list[str]:
+    """The intervals to try after `interval`: the nearest first (a coarser one before a finer one
+    as near), none with more than `MAX_CANDLES_PER_SYMBOL` buckets in `span`."""
+    from apps.marketdata.choices import interval_delta
+
+    wanted = interval_delta(interval)
+
+    def distance(name: str) -> tuple[float, bool]:
+        delta = interval_delta(name)
+        return abs(math.log(delta / wanted)), delta < wanted
+
+    others = [
+        i for i in INTERVAL_FALLBACK if i != interval and span / interval_delta(i) <= MAX_CANDLES_PER_SYMBOL
+    ]
+    return sorted(others, key=distance)
+
+
 MAX_POINTS = 400
 
 Key = tuple[str, str, str]  # ("ccy", venue, currency) | ("event", venue, ticker)
@@ -119,7 +141,7 @@ class _History:
         self.tolerance = tolerance
         self.series: dict[str, tuple[list[datetime], list[Decimal]]] = {}
         pending = set(symbols)
-        for name in (interval, *[i for i in INTERVAL_FALLBACK if i != interval]):
+        for name in (interval, *_fallbacks(interval, end - start + tolerance)):
             if not pending:
                 break
             rows = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -75,3 +75,26 @@ def test_all_range_for_an_account_without_trades(make_trader: Callable[..., Trad
     assert data["end_value"] == "42"
     assert data["change"] == "0"
     assert data["realized_pnl"] == "0"
+
+
+def test_a_year_is_valued_at_the_nearest_interval_never_a_year_of_minutes(frozen: Any) -> None:
+    """A symbol with no daily candles is valued, over a year, at its hourly ones (the nearest it
+    has), not its minute ones: a year of those is 525,600 rows loaded for one request."""
+    from apps.portfolio.performance import _History
+
+    instrument = Instrument.objects.get(symbol="BTC-USD")
+    now = datetime.now(UTC)
+    for interval in ("1m", "1h"):
+        candles = run_venue_call("cryptocom", lambda a, i=interval: a.get_candles("BTC-USD", i, limit=30))
+        candles_store_venue(instrument_id=instrument.pk, interval=interval, candles=candles, watermark=now)
+    hourly = Candle.objects.filter(instrument=instrument, interval="1h").count()
+    assert Candle.objects.filter(instrument=instrument, interval="1m").exists()
+    assert not Candle.objects.filter(instrument=instrument, interval="1d").exists()
+
+    year = _History({"BTC-USD"}, "1d", now - timedelta(days=365), now, timedelta(days=7))
+    assert len(year.series["BTC-USD"][0]) == hourly
+    # a day's range may still use minutes (1,440 of them) when it has no 5m candles
+    day = _History({"BTC-USD"}, "5m", now - timedelta(days=1), now, timedelta(minutes=30))
+    assert (
+        len(day.series["BTC-USD"][0]) == Candle.objects.filter(instrument=instrument, interval="1m").count()
+    )
