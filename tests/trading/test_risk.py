@@ -41,6 +41,33 @@ def limit(trader: Trader, **values: Any) -> RiskLimit:
     return RiskLimit.objects.create(user=trader.user, instrument_type="crypto", **values)
 
 
+def buys_at_once(trader: Trader, price: Decimal, count: int) -> list[tuple[int, str]]:
+    """`count` limit buys of 0.01 BTC-USD at `price`, sent at once from as many threads (through
+    the API): each one's (status code, error code or ""), sorted."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+    from rest_framework.test import APIClient
+
+    start = threading.Barrier(count)
+
+    def post(_: int) -> tuple[int, str]:
+        client = APIClient()
+        client.force_authenticate(trader.user)
+        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.01"}
+        try:
+            start.wait(10)
+            response = client.post("/v1/orders", {**body, "price": str(price)}, format="json")
+            error = response.json().get("error")
+            return response.status_code, error["code"] if error else ""
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return sorted(pool.map(post, range(count)))
+
+
 def test_max_order_notional(trader: Trader) -> None:
     limit(trader, max_order_notional=Decimal("100"))
     details = refused(trader, "RISK_MAX_NOTIONAL", quantity="0.01")
@@ -64,35 +91,13 @@ def test_concurrent_orders_cannot_both_pass_a_limit_only_one_fits_in(trader: Tra
     eight orders sent at once, with room for one more under the daily limit, one goes out. Three
     rounds, the limit raised by one order's notional each time: without the lock, a single round
     let two through in about 5 runs out of 6, so three rounds miss it about once in 200."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connections
-    from rest_framework.test import APIClient
-
     price = trader.below_market()
     one_order = price * Decimal("0.01")
     risk_limit = limit(trader, max_daily_notional=one_order / 2)
-
-    def post(start: threading.Barrier) -> tuple[int, str]:
-        client = APIClient()
-        client.force_authenticate(trader.user)
-        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.01"}
-        try:
-            start.wait(10)
-            response = client.post("/v1/orders", {**body, "price": str(price)}, format="json")
-            error = response.json().get("error")
-            return response.status_code, error["code"] if error else ""
-        finally:
-            connections.close_all()
-
     for sent in range(1, 4):
         risk_limit.max_daily_notional += one_order
         risk_limit.save(update_fields=["max_daily_notional"])
-        start = threading.Barrier(8)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            results = sorted(pool.map(post, [start] * 8))
-
+        results = buys_at_once(trader, price, 8)
         assert results == [(201, "")] + [(422, "RISK_DAILY_NOTIONAL")] * 7, (sent, results)
         assert trader.venue_state()["orders"] == sent
         assert Order.objects.filter(submitted_at__isnull=False).count() == sent
@@ -385,32 +390,9 @@ def test_concurrent_buys_cannot_both_spend_one_balance(make_trader: Any, setting
     balance. Each order reads the others' holds under the user's risk lock, and records its own
     before letting go of it. (Read with the snapshot, before the lock, all eight read no holds
     and several went out, the venue refusing the rest.)"""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connections
-    from rest_framework.test import APIClient
-
     settings.K2_TRADING_BALANCE_CACHE_SECONDS = 60
     trader = make_trader({"USD": "1000", "BTC": "0"})  # room for one 0.01 BTC buy (~620 USD)
-    price = trader.below_market()
-
-    def post(start: threading.Barrier) -> tuple[int, str]:
-        client = APIClient()
-        client.force_authenticate(trader.user)
-        body = {"instrument": "BTC-USD", "side": "buy", "order_type": "limit", "quantity": "0.01"}
-        try:
-            start.wait(10)
-            response = client.post("/v1/orders", {**body, "price": str(price)}, format="json")
-            error = response.json().get("error")
-            return response.status_code, error["code"] if error else ""
-        finally:
-            connections.close_all()
-
-    start = threading.Barrier(8)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = sorted(pool.map(post, [start] * 8))
-
+    results = buys_at_once(trader, trader.below_market(), 8)
     assert results == [(201, "")] + [(422, "INSUFFICIENT_BALANCE")] * 7, results
     assert trader.venue_state()["orders"] == 1
     assert Order.objects.filter(submitted_at__isnull=False).count() == 1
