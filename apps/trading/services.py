@@ -206,6 +206,14 @@ def _merge_numbers(
     return changed
 
 
+def _in_order_terms(order: Order, outcome: str | None, price: Decimal | None) -> Decimal | None:
+    """A venue's price for `outcome` as a price of the order's own outcome. Kalshi describes a NO
+    bought against a YES position (and its fills) as YES sold, at the YES price: 1 - the NO price."""
+    if price is None or not outcome or not order.outcome or str(outcome) == order.outcome:
+        return price
+    return 1 - price
+
+
 def _status_from_fills(order: Order, proposed: str) -> str:
     """What the order's fills make of the `proposed` status: a live order with fills is partial
     or filled. So is one rejected only because the venue did not show it (`NOT_FOUND_AT_VENUE`):
@@ -236,7 +244,7 @@ def _fold_state(order: Order, state: OrderState, *, source: str, actor: Any) -> 
     changed = _merge_numbers(
         order,
         filled=state.filled_quantity,
-        avg=state.avg_fill_price,
+        avg=_in_order_terms(order, state.outcome, state.avg_fill_price),
         fees=state.fees,
         fee_currency=state.fee_currency,
     )
@@ -346,7 +354,7 @@ def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
                     side=order.side,
                     outcome=order.outcome,
                     quantity=fill.quantity,
-                    price=fill.price,
+                    price=_in_order_terms(order, fill.outcome, fill.price),
                     fee=fill.fee,
                     fee_currency=fill.fee_currency or "",
                     liquidity=str(fill.liquidity) if fill.liquidity else "",
@@ -362,7 +370,7 @@ def execution_record(*, venue: str, fill: Fill, source: str) -> bool:
                 "execution_id": str(execution.pk),
                 "exchange_exec_id": fill.venue_trade_id,
                 "quantity": str(fill.quantity),
-                "price": str(fill.price),
+                "price": str(execution.price),
                 "fee": str(fill.fee),
                 "fee_currency": fill.fee_currency,
                 "source": source,

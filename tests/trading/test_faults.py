@@ -55,6 +55,23 @@ def test_lost_answer_makes_unknown_then_reconciliation_settles_it(trader: Trader
 
 
 @pytest.mark.django_db
+def test_the_venues_own_timeout_error_is_unknown_not_rejected(trader: Trader) -> None:
+    """Crypto.com answers 40801 REQUEST_TIMEOUT with HTTP 408 (spec), having carried the order
+    out all the same: the order is `unknown` (never `rejected`, which would let the user place it
+    again beside a live one) and reconciliation finds it open."""
+    trader.sim.fault("timeout_after_execute", method="private/create-order")
+    response = trader.place(client_order_id="timed-out-1")
+    assert response.status_code == 201, response.content
+    order = order_of(response)
+    assert order.status == "unknown", (order.status, order.error_code)
+    assert trader.venue_state()["orders"] == 1
+    order_reconcile(order_id=order.pk)
+    order.refresh_from_db()
+    assert order.status == "open"
+    assert trader.venue_state()["orders"] == 1
+
+
+@pytest.mark.django_db
 def test_lost_answer_for_a_marketable_order_reconciles_to_filled(trader: Trader) -> None:
     trader.sim.fault("no_response", method="private/create-order")
     order = order_of(trader.place(order_type="market", price=None))

@@ -231,3 +231,30 @@ def test_a_crossing_post_only_event_order_is_rejected(kalshi: Any, trader: Any) 
     order_reconcile(order_id=order.pk)
     order.refresh_from_db()
     assert (order.status, order.error_code) == ("rejected", "POST_ONLY_WOULD_TAKE")
+
+
+def test_a_no_bought_against_a_yes_position_is_recorded_at_the_no_price(kalshi: Any, trader: Any) -> None:
+    """Holding YES, buying NO sells YES at the venue, which then describes the order and its fills
+    as YES sold at the YES price. K2's order is a NO bought: its fills and average are NO prices
+    (1 - the YES price), from the create answer, the fills and reconciliation alike."""
+    client, _ = trader
+    instrument, ref = market(kalshi)
+    base = {"instrument": instrument.symbol, "order_type": "market"}
+    held = client.post(
+        "/v1/orders", {**base, "side": "buy", "outcome": "yes", "quantity": "5"}, format="json"
+    )
+    assert order_of(held).filled_quantity == 5, held.content
+    response = client.post(
+        "/v1/orders", {**base, "side": "buy", "outcome": "no", "quantity": "2"}, format="json"
+    )
+    order = order_of(response)
+    assert order.filled_quantity == 2, response.content
+    answered = order.avg_fill_price
+    assert answered is not None
+    assert abs(answered - (1 - ref)) <= Decimal("0.25"), (answered, ref)  # a NO price, near 1 - ref
+    order_reconcile(order_id=order.pk)  # records the fills, reads the order back
+    order.refresh_from_db()
+    prices = [e.price for e in OrderExecution.objects.filter(order=order)]
+    assert prices
+    assert all(abs(p - answered) <= CENT for p in prices), (prices, answered)
+    assert abs(order.avg_fill_price - answered) <= CENT, (order.avg_fill_price, answered)

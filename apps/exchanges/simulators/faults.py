@@ -15,6 +15,7 @@ class FaultKind(enum.StrEnum):
     DROP_WS = "drop_ws"  # abort open (then newly opened) WebSocket connections
     SEQUENCE_GAP = "sequence_gap"  # skip a sequence number in the next book delta
     NO_RESPONSE = "no_response"  # execute, then hold latency_ms and close without answering
+    TIMEOUT_AFTER_EXECUTE = "timeout_after_execute"  # execute, then answer the venue's timeout error
 
 
 @dataclass

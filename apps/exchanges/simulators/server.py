@@ -147,7 +147,7 @@ class SimulatorServer(abc.ABC):
 
     @abc.abstractmethod
     def http_error(self, kind: FaultKind, method: str) -> web.Response:
-        """The venue's own answer for an injected 500 or 429."""
+        """The venue's own answer for an injected 500, 429 or timeout (`TIMEOUT_AFTER_EXECUTE`)."""
 
     def on_reset(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Venue state to rebuild after a reset (subscriptions, sequence numbers, ...)."""
@@ -245,7 +245,10 @@ class SimulatorServer(abc.ABC):
             if self.faults.take(kind, method):
                 return self.http_error(kind, method)
         lost = self.faults.take(FaultKind.NO_RESPONSE, method)
+        timed_out = self.faults.take(FaultKind.TIMEOUT_AFTER_EXECUTE, method)
         response = await handler(request)
+        if timed_out is not None:
+            return self.http_error(FaultKind.TIMEOUT_AFTER_EXECUTE, method)  # executed all the same
         if lost is None:
             return response
         await asyncio.sleep(lost.latency_ms / 1000)

@@ -282,6 +282,8 @@ class CryptocomRestClient:
         )
         if isinstance(error, ex.RateLimited):
             raise _RetryAfterRateLimit(error.message, venue=VENUE, venue_code=str(code), http_status=429)
-        if not safe and isinstance(error, ex.ExchangeUnavailable) and response.status_code >= 500:
+        if not safe and isinstance(error, ex.ExchangeUnavailable):
+            # The venue's timeout and internal errors (40801 with HTTP 408, 50001 with 400, 10001 with
+            # any status) do not say the request was not carried out: an order may be live.
             raise ex.OrderOutcomeUnknown(f"{method}: {error.message}", venue=VENUE, venue_code=str(code))
         raise error

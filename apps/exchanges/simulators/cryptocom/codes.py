@@ -31,6 +31,7 @@ UNAUTHORIZED = 40101
 INVALID_NONCE = 40102
 NOT_FOUND = 40401
 TOO_MANY_REQUESTS = 42901
+REQUEST_TIMEOUT = 40801
 ERR_INTERNAL = 50001
 LEGACY_BAD_REQUEST = 10004
 
@@ -62,6 +63,7 @@ NAMES: dict[int, str] = {
     INVALID_NONCE: "INVALID_NONCE",
     NOT_FOUND: "NOT_FOUND",
     TOO_MANY_REQUESTS: "TOO_MANY_REQUESTS",
+    REQUEST_TIMEOUT: "REQUEST_TIMEOUT",
     ERR_INTERNAL: "ERR_INTERNAL",
     LEGACY_BAD_REQUEST: "BAD_REQUEST",
 }
@@ -86,6 +88,8 @@ def http_status(code: int) -> int:
         return 401
     if code == TOO_MANY_REQUESTS:
         return 429
+    if code == REQUEST_TIMEOUT:
+        return 408
     if code in _HTTP_500:
         return 500
     return 400

@@ -191,8 +191,11 @@ class CryptocomSimulator(SimulatorServer):
         return None if method in ("user", "market") else method
 
     def http_error(self, kind: FaultKind, method: str) -> web.Response:
-        code = codes.TOO_MANY_REQUESTS if kind is FaultKind.HTTP_429 else codes.ERR_INTERNAL
-        status = 429 if kind is FaultKind.HTTP_429 else 500
+        if kind is FaultKind.TIMEOUT_AFTER_EXECUTE:  # the venue's own timeout answer (spec: HTTP 408)
+            code, status = codes.REQUEST_TIMEOUT, codes.http_status(codes.REQUEST_TIMEOUT)
+        else:
+            code = codes.TOO_MANY_REQUESTS if kind is FaultKind.HTTP_429 else codes.ERR_INTERNAL
+            status = 429 if kind is FaultKind.HTTP_429 else 500
         return web.json_response(
             {"id": -1, "method": method, "code": code, "message": codes.NAMES[code]}, status=status
         )

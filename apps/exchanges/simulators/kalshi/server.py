@@ -350,6 +350,8 @@ class KalshiSimulator(SimulatorServer):
     def http_error(self, kind: FaultKind, method: str) -> web.Response:
         if kind is FaultKind.HTTP_429:
             return web.json_response({"error": "too many requests"}, status=429)
+        if kind is FaultKind.TIMEOUT_AFTER_EXECUTE:
+            return KalshiError(504, "gateway_timeout", "Gateway timeout").response()
         return KalshiError(500, "internal_server_error", "Internal server error").response()
 
     def venue_loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
