@@ -136,7 +136,10 @@ def exchange_link_revoke(*, user: Any, link_id: Any, actor: Any = None) -> Excha
         link = ExchangeLink.objects.select_for_update().filter(pk=link_id, user=user).first()
         if link is None:
             raise NotFoundError("No such exchange link.")
-        held = bool(link.access_token or link.access_secret or link.refresh_token)
+        # (an erased field holds a sealed "", and a Secret is always truthy: look inside)
+        held = any(
+            s is not None and s.reveal() for s in (link.access_token, link.access_secret, link.refresh_token)
+        )
         if link.status != LinkStatus.REVOKED or held:
             was = link.status
             link.status = LinkStatus.REVOKED

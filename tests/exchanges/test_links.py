@@ -148,6 +148,9 @@ def test_revoke_erases_credentials_and_is_scoped_to_the_owner(
     assert stored.status == "revoked"
     assert stored.access_secret.reveal() == ""
     assert AuditEntry.objects.filter(action="exchange.unlinked", target_id=link_id).exists()
+    # Unlinking again changes nothing, and says nothing more in the audit log.
+    assert api_client.delete(f"/v1/exchanges/links/{link_id}").status_code == 204
+    assert AuditEntry.objects.filter(action="exchange.unlinked", target_id=link_id).count() == 1
 
 
 def test_health_check_marks_a_refused_link_revoked_and_tells_the_user(
