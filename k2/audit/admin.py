@@ -12,6 +12,11 @@ from django.http import HttpRequest
 
 from k2.audit.models import AuditArchive, AuditEntry, AuditSeal
 
+# Bulk "Delete selected" deletes through `delete_queryset` and logs with `bulk_create`, so neither
+# a ModelAdmin's audited `delete_model` nor the LogEntry receiver below would see it. Every
+# deletion goes through the single-object delete view instead, which both audit.
+admin.site.disable_action("delete_selected")
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:

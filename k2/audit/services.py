@@ -44,9 +44,15 @@ def _normalise_ip(ip: str | None) -> str | None:
     if not ip:
         return None
     try:
-        return ipaddress.ip_address(ip).compressed
+        address = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    # PostgreSQL's inet gives an IPv4-mapped IPv6 address back as ::ffff:203.0.113.5, Python
+    # compresses it to ::ffff:cb00:7105: hashed one way and read back the other, the entry would
+    # fail verification. Both sides agree on the plain IPv4 form, which is also what it means.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
 
 
 def _actor(actor: Any) -> tuple[Any, str]:

@@ -15,6 +15,9 @@ Rotation procedure (no downtime):
    interrupted run just leaves rows for the next one).
 5. Remove the old key from ``K2_VAULT_MASTER_KEYS`` (or disable the old KMS key) and deploy.
 
+Each run (not ``--dry-run``) writes one audit entry ``vault.master_key_rotated`` with the active
+key id and the counts per model and field, never a value or key.
+
 Exits non-zero if a value could not be re-wrapped (it names model, field and primary key, never
 the value); such a row still needs its old key.
 """
@@ -28,6 +31,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 from django.db.models.functions import Cast
 
+from k2.audit.services import record
 from k2.vault import crypto
 from k2.vault.exceptions import VaultError
 from k2.vault.fields import EncryptedTextField
@@ -77,6 +81,7 @@ class Command(BaseCommand):
         active_key_id = get_provider().active_key_id
         self.stdout.write(f"active master key: {active_key_id}")
         failures = 0
+        columns: list[dict[str, Any]] = []
         for model, field in _encrypted_columns():
             label = f"{model._meta.label}.{field.name}"
             if dry_run:
@@ -89,6 +94,21 @@ class Command(BaseCommand):
             self.stdout.write(f"{label}: re-wrapped {rewrapped}, failed {len(failed)}, remaining {remaining}")
             for pk in failed:
                 self.stderr.write(f"{label}: pk={pk} could not be re-wrapped")
+            columns.append(
+                {
+                    "model": model._meta.label,
+                    "field": field.name,
+                    "rewrapped": rewrapped,
+                    "failed": len(failed),
+                    "remaining": remaining,
+                }
+            )
+        if not dry_run:
+            record(
+                "manage.py rotate_master_key",
+                "vault.master_key_rotated",
+                details={"active_key_id": active_key_id, "failed": failures, "columns": columns},
+            )
         if failures:
             raise CommandError(f"{failures} value(s) could not be re-wrapped; keep the old key configured")
 
