@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -77,6 +78,10 @@ def test_all_range_for_an_account_without_trades(make_trader: Callable[..., Trad
     assert data["realized_pnl"] == "0"
 
 
+async def _candles(adapter: Any, *, interval: str) -> Any:
+    return await adapter.get_candles("BTC-USD", interval, limit=30)
+
+
 def test_a_year_is_valued_at_the_nearest_interval_never_a_year_of_minutes(frozen: Any) -> None:
     """A symbol with no daily candles is valued, over a year, at its hourly ones (the nearest it
     has), not its minute ones: a year of those is 525,600 rows loaded for one request."""
@@ -85,7 +90,7 @@ def test_a_year_is_valued_at_the_nearest_interval_never_a_year_of_minutes(frozen
     instrument = Instrument.objects.get(symbol="BTC-USD")
     now = datetime.now(UTC)
     for interval in ("1m", "1h"):
-        candles = run_venue_call("cryptocom", lambda a, i=interval: a.get_candles("BTC-USD", i, limit=30))
+        candles = run_venue_call("cryptocom", functools.partial(_candles, interval=interval))
         candles_store_venue(instrument_id=instrument.pk, interval=interval, candles=candles, watermark=now)
     hourly = Candle.objects.filter(instrument=instrument, interval="1h").count()
     assert Candle.objects.filter(instrument=instrument, interval="1m").exists()
