@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_UP, Decimal
@@ -296,6 +297,7 @@ async def test_the_simulator_writes_decimals_padded_never_in_exponent_form(crypt
         "private/get-order-detail", {"order_id": ack.venue_order_id}, safe=True
     )
     assert row["cumulative_fee"] == "0.00000000"
-    numbers = [v for v in row.values() if isinstance(v, str) and v[:1].isdigit()]
-    assert numbers
-    assert not [v for v in numbers if "E" in v.upper()], row
+    exponent_form = re.compile(r"-?\d+(\.\d+)?[eE][-+]?\d+")
+    texts = {k: v for k, v in row.items() if isinstance(v, str) and not k.endswith("_id")}  # (ids are hex)
+    assert "cumulative_value" in texts
+    assert not {k: v for k, v in texts.items() if exponent_form.fullmatch(v)}, row
