@@ -2,12 +2,19 @@
 reconnecting with exponential backoff and jitter after any drop, and normalised events handed to
 the consumer through a bounded queue (`async for event in stream`), ending with the error that
 stopped the stream, if one did. A venue's stream says how to connect and what a session is.
+
+A drop is a broken socket, a retryable venue error (auth answered "rate limited", say) or a
+message we could not read or translate: the consumer sees "disconnected", then "connected" after
+the reconnect, and resyncs (the user-stream follower reconciles the link's orders), so whatever
+the unread message carried is recovered. A consumer too slow for the queue is resynced the same
+way. Any other error ends the stream with that error, never a silently dead task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 import random
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -19,6 +26,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from apps.exchanges.adapters import errors as ex
 from apps.exchanges.adapters.base import StreamStatus
 from k2.aio import cancel_and_wait
+from k2.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 E = TypeVar("E")
 _CLOSED = object()
@@ -54,6 +64,16 @@ DROPS: tuple[type[BaseException], ...] = (
     InvalidHandshake,
     InvalidURI,
     Reconnect,
+)
+# Also reconnect after, as for a drop: a venue's retryable answer (auth "rate limited") and a
+# message we could not read (invalid JSON, a missing key, a wrong type) or translate (that is
+# `UnexpectedResponse`, retryable too). The reconnect's "connected" makes the consumer resync.
+RECOVERABLE: tuple[type[BaseException], ...] = (
+    ex.RetryableError,
+    ValueError,  # json.JSONDecodeError, int("x")
+    LookupError,
+    TypeError,
+    decimal.DecimalException,
 )
 
 
@@ -109,11 +129,25 @@ class ReconnectingStream(Generic[E, S]):
             self._task = asyncio.create_task(self._run())
 
     def emit(self, item: Any) -> None:
+        """Queue an event read in a session. A full queue loses it, so the session is dropped:
+        the reconnect's "connected" comes after every lost event and the consumer resyncs."""
         try:
             self._queue.put_nowait(item)
-        except asyncio.QueueFull:  # a consumer this slow must resync from scratch anyway
+        except asyncio.QueueFull:
+            log.warning("stream_queue_full", venue=self.venue, size=self._queue.maxsize)
+            raise Reconnect("consumer too slow: event queue full") from None
+
+    def _disconnected(self, attempt: int, detail: str) -> None:
+        """Tell the consumer the connection dropped, unless it is too far behind to hear it: a full
+        queue keeps its events, and the reconnect's "connected" is what makes it resync."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(StreamStatus("disconnected", attempt, detail))
+
+    def _end(self, error: BaseException) -> None:
+        """The stream's last word, making room for it if the consumer is behind."""
+        if self._queue.full():
             self._queue.get_nowait()
-            self._queue.put_nowait(item)
+        self._queue.put_nowait(error)
 
     # ---- the connection loop --------------------------------------------------------------
     def connect_options(self) -> dict[str, Any]:
@@ -144,22 +178,38 @@ class ReconnectingStream(Generic[E, S]):
             except asyncio.CancelledError:
                 raise
             except (ex.FatalError, ex.NonRetryableError) as exc:
-                self.emit(exc)
+                self._end(exc)
                 return
             except DROPS as exc:
                 if (refused := self.refusal(exc)) is not None:
-                    self.emit(refused)
+                    self._end(refused)
                     return
-                self.emit(StreamStatus("disconnected", attempt, f"{type(exc).__name__}: {exc}"[:200]))
+                self._disconnected(attempt, f"{type(exc).__name__}: {exc}"[:200])
+            except RECOVERABLE as exc:
+                # Only the type and codes: a message's text can quote the message it failed on.
+                detail = _describe(exc)
+                log.warning("stream_dropped_on_error", venue=self.venue, attempt=attempt, error=detail)
+                self._disconnected(attempt, detail)
+            except Exception as exc:
+                log.exception("stream_failed", venue=self.venue, attempt=attempt, error=_describe(exc))
+                self._end(exc)
+                return
             finally:
                 self._ws = None
             attempt += 1
             self.stats.reconnects += 1
             if self.settings.max_reconnects is not None and attempt > self.settings.max_reconnects:
-                self.emit(ex.ExchangeUnavailable("stream gave up reconnecting", venue=self.venue))
+                self._end(ex.ExchangeUnavailable("stream gave up reconnecting", venue=self.venue))
                 return
             await asyncio.sleep(self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.settings.reconnect_cap, self.settings.reconnect_base * 2 ** min(attempt, 16))
         return random.uniform(cap / 2, cap)  # noqa: S311 - jitter
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for logs and statuses without its message, which may quote venue data."""
+    if isinstance(exc, ex.ExchangeError):
+        return f"{type(exc).__name__} {exc.code}" + (f" [{exc.venue_code}]" if exc.venue_code else "")
+    return type(exc).__name__
