@@ -254,3 +254,38 @@ async def test_queue_overflow_makes_the_consumer_resync_after_the_lost_events():
     assert fills == ["f0", "f1", "f2"]  # "connected" and three fills filled the queue; f3.. were lost
     assert seen[-1].attempt >= 1  # a reconnect's "connected", after every lost fill: resync
     assert venue.connections >= 2
+
+
+# ---- the back-off after a connection that held ------------------------------------------------
+
+
+async def test_the_backoff_starts_afresh_after_a_connection_that_held():
+    """Four connections dropped at once push the back-off toward its cap; the fifth holds past
+    `stable_seconds`, so the reconnect after its drop waits the first step, not the cap (a stream
+    running for days waited 15-30 s after every blip)."""
+    held = 0.4
+
+    class Venue(KalshiUserSocket):
+        async def handler(self, ws: ServerConnection) -> None:
+            n = self.connections
+            task = asyncio.create_task(super().handler(ws))
+            await asyncio.sleep(held if n == 4 else 0.05)  # acked by then; the fifth is held
+            task.cancel()
+            await ws.close()
+
+    venue = Venue([])
+    async with serve(venue.handler, "127.0.0.1", 0) as server:
+        stream = await kalshi_user_stream(server)
+        stream.settings = KalshiStreamSettings(
+            open_timeout=2, reconnect_base=0.05, reconnect_cap=1.6, stable_seconds=held - 0.1
+        )
+        async with stream:
+            events = aiter(stream)
+            for _ in range(5):  # connections 0-4 come and go
+                assert (await next_matching(events, status("connected"))).state == "connected"
+                await next_matching(events, status("disconnected"))
+            dropped_at = asyncio.get_running_loop().time()
+            again = await next_matching(events, status("connected"))
+            waited = asyncio.get_running_loop().time() - dropped_at
+    assert again.attempt >= 1  # still a reconnect: the follower reconciles
+    assert waited < 0.5, waited  # the first step (at most 0.1 s), not the cap's 0.8-1.6 s

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import decimal
 import random
+import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
@@ -43,6 +44,8 @@ class ReconnectSettings(Protocol):
     def reconnect_base(self) -> float: ...
     @property
     def reconnect_cap(self) -> float: ...
+    @property
+    def stable_seconds(self) -> float: ...  # a connection held this long resets the back-off
     @property
     def max_reconnects(self) -> int | None: ...  # None = forever
     @property
@@ -165,6 +168,7 @@ class ReconnectingStream(Generic[E, S]):
     async def _run(self) -> None:
         attempt = 0
         while True:
+            began = time.monotonic()
             try:
                 async with connect(
                     self.url,
@@ -196,6 +200,8 @@ class ReconnectingStream(Generic[E, S]):
                 return
             finally:
                 self._ws = None
+            if time.monotonic() - began >= self.settings.stable_seconds:
+                attempt = 0  # a connection that held: back off from the start, not from the cap
             attempt += 1
             self.stats.reconnects += 1
             if self.settings.max_reconnects is not None and attempt > self.settings.max_reconnects:

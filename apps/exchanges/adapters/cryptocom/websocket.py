@@ -47,6 +47,7 @@ class StreamSettings:
     close_timeout: float = 2.0
     reconnect_base: float = 0.5
     reconnect_cap: float = 30.0
+    stable_seconds: float = 60.0  # a connection held this long: the back-off after its drop starts afresh
     max_reconnects: int | None = None  # None = forever
     book_frequency_ms: int = 100
     queue_size: int = 10_000

@@ -67,6 +67,7 @@ class StreamSettings:
     silence_timeout: float | None = None  # optional: reconnect after this long without any message
     reconnect_base: float = 0.5
     reconnect_cap: float = 30.0
+    stable_seconds: float = 60.0  # a connection held this long: the back-off after its drop starts afresh
     max_reconnects: int | None = None  # None = forever
     queue_size: int = 10_000
 
