@@ -10,11 +10,16 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.accounts.admin_login import AdminLoginForm
 from apps.accounts.choices import SessionRevokeReason
 from apps.accounts.models import OAuthIdentity, Session, SigningKey, User
 from apps.accounts.services import session_revoke, session_revoke_all, user_kyc_status_set
 from k2.api.exceptions import ApplicationError
 from k2.audit.services import record
+
+# /admin/login/: the API login's failure limits and TOTP step, audited (apps/accounts/admin_login.py).
+admin.site.login_form = AdminLoginForm
+admin.site.login_template = "accounts/admin_login.html"
 
 _SESSION_FIELDS = (
     "id", "user", "auth_method", "two_factor_verified", "device_info", "ip_address",

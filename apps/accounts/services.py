@@ -642,6 +642,13 @@ def _second_factor(*, user: User, code: str | None, recovery_code: str | None) -
     return _verify_totp(device, code or "")
 
 
+def totp_code_check(*, user: User, code: str) -> _SecondFactor:
+    """Check a TOTP code of `user`'s confirmed device, as the API's 2FA step does (call inside a
+    transaction: the device row is locked); `.ok`, and `.locked_seconds` when the device is
+    locked out after too many wrong codes. For other sign-ins (the admin's)."""
+    return _second_factor(user=user, code=code, recovery_code=None)
+
+
 def _raise_second_factor_failure(result: _SecondFactor, counter: throttling.FailureCounter) -> None:
     if result.locked_seconds is not None:
         raise Throttled(wait=result.locked_seconds, detail="Too many wrong codes. Try again later.")
