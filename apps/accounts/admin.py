@@ -15,6 +15,7 @@ from apps.accounts.choices import SessionRevokeReason
 from apps.accounts.models import OAuthIdentity, Session, SigningKey, User
 from apps.accounts.services import session_revoke, session_revoke_all, user_kyc_status_set
 from k2.api.exceptions import ApplicationError
+from k2.audit.admin import form_changes
 from k2.audit.services import record
 
 # /admin/login/: the API login's failure limits and TOTP step, audited (apps/accounts/admin_login.py).
@@ -31,14 +32,6 @@ _SESSION_FIELDS = (
 # Only a superuser grants or withdraws staff, superuser and group membership, and never on their
 # own record: `accounts.change_user` alone must not be a path to more privilege.
 _PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups")
-
-
-def _audit_value(value: Any) -> Any:
-    """A form value as the audit log keeps it: text, related rows as sorted ids, None for empty."""
-    if isinstance(value, QuerySet | list | tuple | set):
-        return sorted(str(getattr(item, "pk", item)) for item in value)
-    value = getattr(value, "pk", value)
-    return None if value in (None, "") else str(value)
 
 
 class ActiveSessionInline(admin.TabularInline):
@@ -109,14 +102,7 @@ class UserAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         # Each changed field's value before and after, in the admin's transaction (the user
         # form holds no secret: the password hash is not one of its fields).
-        changed = list(form.changed_data) if form is not None else []
-        values = {
-            name: {
-                "from": _audit_value(form.initial.get(name)) if change else None,
-                "to": _audit_value(form.cleaned_data.get(name)),
-            }
-            for name in changed
-        }
+        changed, values = form_changes(form, change=change)
         if changed:
             record(request.user, "user.admin_changed", obj, {"changed": changed, "values": values})
         kyc_changed = change and "kyc_status" in form.changed_data

@@ -12,18 +12,8 @@ from django.http import HttpRequest
 
 from apps.trading.models import KillSwitch, Order, OrderExecution, RiskLimit
 from k2.api.exceptions import ApplicationError
+from k2.audit.admin import ReadOnlyAdmin, form_changes
 from k2.audit.services import record
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ExecutionInline(admin.TabularInline):
@@ -88,26 +78,13 @@ class OrderExecutionAdmin(ReadOnlyAdmin):
     date_hierarchy = "executed_at"
 
 
-def _audit_value(value: Any) -> str | None:
-    """A form value as the audit log keeps it: text (a related row by its id), None for empty."""
-    value = getattr(value, "pk", value)
-    return None if value in (None, "") else str(value)
-
-
 class _AuditedAdmin(admin.ModelAdmin):
     """Every save and delete audited in the admin's transaction, with each changed field's value
     before and after (limits and switches hold no secrets)."""
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        changed = list(form.changed_data) if form is not None else []
-        values = {
-            name: {
-                "from": _audit_value(form.initial.get(name)) if change else None,
-                "to": _audit_value(form.cleaned_data.get(name)),
-            }
-            for name in changed
-        }
+        changed, values = form_changes(form, change=change)
         record(
             request.user,
             f"trading.{obj._meta.model_name}_saved",

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
+from django.db.models import QuerySet
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
@@ -16,6 +17,29 @@ from k2.audit.models import AuditArchive, AuditEntry, AuditSeal
 # a ModelAdmin's audited `delete_model` nor the LogEntry receiver below would see it. Every
 # deletion goes through the single-object delete view instead, which both audit.
 admin.site.disable_action("delete_selected")
+
+
+def _audit_value(value: Any) -> Any:
+    """A form value as the audit log keeps it: text, a related row by its id, related rows as
+    their sorted ids, None for empty."""
+    if isinstance(value, QuerySet | list | tuple | set):
+        return sorted(str(getattr(item, "pk", item)) for item in value)
+    value = getattr(value, "pk", value)
+    return None if value in (None, "") else str(value)
+
+
+def form_changes(form: Any, *, change: bool) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """An admin form's changed fields, and each one's value before and after (call only for
+    forms without secret fields)."""
+    changed = list(form.changed_data) if form is not None else []
+    values = {
+        name: {
+            "from": _audit_value(form.initial.get(name)) if change else None,
+            "to": _audit_value(form.cleaned_data.get(name)),
+        }
+        for name in changed
+    }
+    return changed, values
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
