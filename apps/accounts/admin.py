@@ -97,6 +97,8 @@ class UserAdmin(admin.ModelAdmin):
         own_record = obj is not None and obj.pk == request.user.pk
         if own_record or not request.user.is_superuser:
             readonly += _PRIVILEGE_FIELDS
+        if obj is not None and (own_record or (obj.is_superuser and not request.user.is_superuser)):
+            readonly += ("is_active",)  # nor may staff lock out a superuser, or themselves
         return readonly
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:

@@ -86,6 +86,24 @@ def test_staff_cannot_grant_privileges_to_another_user(support, user_factory):
     assert customer.display_name == "Renamed"  # the rest of the form still saves
 
 
+def test_staff_cannot_deactivate_a_superuser_or_themselves(support, user_factory):
+    member, client = support
+    root = user_factory("root@example.com", is_staff=True, is_superuser=True)
+    for target in (root, member):
+        form = _form(target)
+        del form["is_active"]  # the box unticked
+        response = client.post(f"/admin/accounts/user/{target.pk}/change/", form)
+        assert response.status_code == 302
+        target.refresh_from_db()
+        assert target.is_active is True
+    customer = user_factory("customer@example.com")  # other accounts: support's job
+    form = _form(customer)
+    del form["is_active"]
+    assert client.post(f"/admin/accounts/user/{customer.pk}/change/", form).status_code == 302
+    customer.refresh_from_db()
+    assert customer.is_active is False
+
+
 def test_superuser_cannot_change_own_privileges(superuser):
     root, client = superuser
     response = client.post(f"/admin/accounts/user/{root.pk}/change/", _form(root))  # boxes unticked
