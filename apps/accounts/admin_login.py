@@ -1,10 +1,10 @@
 """Admin console sign-in (/admin/login/): the same brute-force limits and TOTP 2FA as the API
 login, and an audit entry for each admin sign-in and each failed one.
 
-- `AdminLoginForm` counts every attempt against the per-account and per-IP login counters
-  (`throttling.login_account_counter` / `login_ip_counter`) before the password is checked and
-  refuses once either is over its limit; a success clears the account count and takes the
-  attempt back from the IP count, as `services.auth_login` does.
+- `AdminLoginForm` counts every attempt against the per-account and per-IP login limits
+  before the password is checked (`throttling.login_attempt`, as `services.auth_login` does)
+  and refuses once either is over; a success clears the account count and takes the attempt
+  back from the IP count.
 - A user with TOTP on must also give a current code (`otp_token`), checked by the same service
   code as the API's 2FA step; a wrong or missing code is a failed attempt.
 - Receivers of `user_logged_in` / `user_login_failed` record `auth.admin_login` and
@@ -66,16 +66,12 @@ class AdminLoginForm(AdminAuthenticationForm):
             return super().clean()  # a required field is missing: no attempt to count
         email = username.strip().lower()
         request = self.request
-        account_counter = throttling.login_account_counter(email)
-        ip_counter = throttling.login_ip_counter(client_ip(request) if request is not None else None)
-        # Counted before the password is checked (atomic increments), as in `auth_login`, so
-        # concurrent guesses share the limit; a success takes them back below.
-        for scope, counter in (("account", account_counter), ("ip", ip_counter)):
-            if counter.retry_after() is not None:
-                self._refuse_throttled(email=email, scope=scope)
-        for scope, counter in (("ip", ip_counter), ("account", account_counter)):
-            if counter.fail() > counter.limit:
-                self._refuse_throttled(email=email, scope=scope)
+        try:  # counted before the password is checked, as the API login is
+            attempt = throttling.login_attempt(
+                email=email, ip=client_ip(request) if request is not None else None
+            )
+        except throttling.LoginRefused as refused:
+            self._refuse_throttled(email=email, scope=refused.scope)
         try:
             super().clean()  # authenticate (failures reach `user_login_failed`) and is_staff
         except ValidationError:
@@ -86,8 +82,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         assert isinstance(user, User)
         if user.totp_enabled:
             self._check_second_factor(user, email=email)
-        account_counter.reset()
-        ip_counter.forgive()
+        attempt.succeeded()
         return self.cleaned_data
 
     def _refuse_throttled(self, *, email: str, scope: str) -> NoReturn:

@@ -509,19 +509,10 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
     answer alike and cost one password hash each.
     """
     email = email.strip().lower()
-    account_counter = throttling.login_account_counter(email)
-    ip_counter = throttling.login_ip_counter(client.ip)
-    for scope, counter in (("account", account_counter), ("ip", ip_counter)):
-        wait = counter.retry_after()
-        if wait is not None:
-            _login_throttled(email=email, scope=scope, wait=wait)
-    # The attempt counts against the IP and the account before its password is checked (atomic
-    # increments; a success takes them back), so concurrent guesses cannot all pass the check
-    # above: neither many at one account nor many from one address at many accounts.
-    if ip_counter.fail() > ip_counter.limit:
-        _login_throttled(email=email, scope="ip", wait=ip_counter.retry_after() or 1)
-    if account_counter.fail() > account_counter.limit:
-        _login_throttled(email=email, scope="account", wait=account_counter.retry_after() or 1)
+    try:
+        attempt = throttling.login_attempt(email=email, ip=client.ip)
+    except throttling.LoginRefused as refused:
+        _login_throttled(email=email, scope=refused.scope, wait=refused.wait)
 
     user = User.objects.filter(email__iexact=email).first()
     if user is None or not user.has_usable_password():
@@ -539,8 +530,7 @@ def auth_login(*, email: str, password: str, client: ClientInfo) -> LoginResult:
     if not user.is_active:
         _audit_failure(user, "auth.login_failed", target=user, details={"reason": "account_disabled"})
         raise AccountDisabled()
-    account_counter.reset()
-    ip_counter.forgive()
+    attempt.succeeded()
     tokens.keyset.signer()
     with transaction.atomic(durable=True):
         if user.totp_enabled:

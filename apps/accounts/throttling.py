@@ -90,6 +90,42 @@ def login_ip_counter(ip: str | None) -> FailureCounter:
     )
 
 
+class LoginRefused(Exception):
+    """A sign-in attempt over the failure limit of its account or IP (`scope`)."""
+
+    def __init__(self, scope: str, wait: int) -> None:
+        super().__init__(scope)
+        self.scope, self.wait = scope, wait
+
+
+class LoginAttempt:
+    """A sign-in attempt, counted against its account and IP (`login_attempt`)."""
+
+    def __init__(self, account: FailureCounter, ip: FailureCounter) -> None:
+        self.account, self.ip = account, ip
+
+    def succeeded(self) -> None:
+        """The account's failures are cleared and the attempt is taken back from the IP."""
+        self.account.reset()
+        self.ip.forgive()
+
+
+def login_attempt(*, email: str, ip: str | None) -> LoginAttempt:
+    """Count a sign-in attempt (API or admin) against its account and IP before its password is
+    checked, or raise `LoginRefused` when either is over its limit. Counted with atomic
+    increments, so concurrent guesses cannot all pass: neither many at one account nor many from
+    one address at many accounts. Call `succeeded()` once the sign-in is good."""
+    account, address = login_account_counter(email), login_ip_counter(ip)
+    for scope, counter in (("account", account), ("ip", address)):
+        wait = counter.retry_after()
+        if wait is not None:
+            raise LoginRefused(scope, wait)
+    for scope, counter in (("ip", address), ("account", account)):
+        if counter.fail() > counter.limit:
+            raise LoginRefused(scope, counter.retry_after() or 1)
+    return LoginAttempt(account, address)
+
+
 def two_factor_counter(user_id: str) -> FailureCounter:
     return FailureCounter(
         "2fa-user",

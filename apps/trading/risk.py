@@ -203,11 +203,18 @@ class RiskInputs:
     price_source: str = ""
     balances: dict[str, Balance] | None = None  # less the holds (`account_holds_apply`, under the lock)
     account: AccountSnapshot | None = None  # as the venue said, and the link's holds then
-    positions: list[Position] | None = None
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
     limit_rows: list[RiskLimit] | None = None  # likewise, most specific first (None: not read yet)
     venue_error: ex.ExchangeError | None = None
-    account_stale: bool = False  # balances/positions from a stale snapshot (see account_snapshot)
+
+    @property
+    def positions(self) -> list[Position] | None:
+        return self.account.positions if self.account is not None else None
+
+    @property
+    def account_stale(self) -> bool:
+        """Balances and positions from a stale snapshot (see `account_snapshot`)."""
+        return self.account is not None and self.account.stale
 
 
 def reference_price(instrument: Instrument) -> tuple[Decimal | None, str]:
@@ -616,7 +623,6 @@ def risk_gather(
             allow_stale=allow_stale,
             fresh=event_sell,
         )
-        inputs.positions, inputs.account_stale = inputs.account.positions, inputs.account.stale
     except ex.ExchangeError as error:
         inputs.venue_error = error
     return inputs

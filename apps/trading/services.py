@@ -601,12 +601,13 @@ def _order_risk_check(
     has changed it, so only its status is locked and read here. A kill switch that became active
     while the inputs were gathered (`KillSwitchesChanged`), or a refusal that rests on a stale
     account snapshot (`AccountSnapshotStale`), sends the caller to gather them again, once
-    (`last_try` then). What the user's other orders hold is read under the lock, and what this
-    one will hold is recorded before the lock is let go: concurrent orders of one user are
-    checked against the balance one after the other, each seeing the others' holds.
+    (`last_try` then). Under the lock, the holds read with the snapshot are completed with those
+    of orders submitted since (`risk.account_holds_apply`), and this order's hold is recorded
+    before the lock is let go: concurrent orders of one user are checked against the balance one
+    after the other, each seeing the others' holds.
 
     Pipelined: BEGIN, the lock and the activity read go out together, the order's write at the
-    end of the block, then COMMIT: three round trips (and the holds' two in Redis)."""
+    end of the block, then COMMIT: three round trips (and the hold's one in Redis)."""
     now = timezone.now()
     reserved = False
     try:

@@ -65,15 +65,18 @@ async def assert_still_open(ws: Any) -> None:
 # ---- 1. a revoked session's socket is closed --------------------------------------------------
 
 
-async def test_logout_closes_that_sessions_socket_before_the_next_order_update(asgi_server, monkeypatch):
-    monkeypatch.setattr(
-        hub_module, "REVOCATION_POLL_SECONDS", 3600.0, raising=False
-    )  # the event, not the sweep
+async def two_sessions_sockets(asgi_server: Any, monkeypatch: Any) -> tuple[Any, list[Any], list[Session]]:
+    """One user signed in twice, a socket authenticated with each session: (user, sockets,
+    sessions), in sign-in order. Revocations reach sockets by their event only (no sweep)."""
+    monkeypatch.setattr(hub_module, "REVOCATION_POLL_SECONDS", 3600.0, raising=False)
     user, token = await in_thread(make_user_token, "alice@example.com")
     other_token = await in_thread(second_login, "alice@example.com")
-    revoked_ws = await authed(asgi_server, token)
-    other_ws = await authed(asgi_server, other_token)
-    first, _second = await in_thread(sessions_of, user)
+    sockets = [await authed(asgi_server, token), await authed(asgi_server, other_token)]
+    return user, sockets, await in_thread(sessions_of, user)
+
+
+async def test_logout_closes_that_sessions_socket_before_the_next_order_update(asgi_server, monkeypatch):
+    user, (revoked_ws, other_ws), (first, _second) = await two_sessions_sockets(asgi_server, monkeypatch)
     await in_thread(session_revoke, session=first, actor=user, reason=SessionRevokeReason.LOGOUT)
     await asyncio.to_thread(push_to_user, user.id, ORDER_UPDATE, channel="orders")
 
@@ -88,14 +91,7 @@ async def test_logout_closes_that_sessions_socket_before_the_next_order_update(a
 
 
 async def test_password_change_closes_the_other_sessions_sockets(asgi_server, monkeypatch):
-    monkeypatch.setattr(
-        hub_module, "REVOCATION_POLL_SECONDS", 3600.0, raising=False
-    )  # the event, not the sweep
-    user, token = await in_thread(make_user_token, "alice@example.com")
-    kept_token = await in_thread(second_login, "alice@example.com")
-    stolen_ws = await authed(asgi_server, token)
-    kept_ws = await authed(asgi_server, kept_token)
-    _first, kept = await in_thread(sessions_of, user)
+    user, (stolen_ws, kept_ws), (_first, kept) = await two_sessions_sockets(asgi_server, monkeypatch)
     revoked = await in_thread(
         password_change, user=user, session=kept, current_password=PASSWORD, new_password="an0ther-Passw0rd!"
     )
