@@ -5,11 +5,13 @@ login, and an audit entry for each admin sign-in and each failed one.
   before the password is checked (`throttling.login_attempt`, as `services.auth_login` does)
   and refuses once either is over; a success clears the account count and takes the attempt
   back from the IP count.
-- A user with TOTP on must also give a current code (`otp_token`), checked by the same service
-  code as the API's 2FA step; a wrong or missing code is a failed attempt.
+- A user with TOTP on must also give a current code (`otp_token`), or in its place one of their
+  recovery codes (spent: each works once), checked by the same service code as the API's 2FA
+  step (`services.two_factor_code_check`); a wrong or missing code is a failed attempt.
 - Receivers of `user_logged_in` / `user_login_failed` record `auth.admin_login` and
-  `auth.admin_login_failed` for requests under the admin, with the client IP. The password
-  (in `user_login_failed`'s credentials) is never recorded, only the username.
+  `auth.admin_login_failed` for requests under the admin, with the client IP and, for a sign-in,
+  the second factor used (`totp`, `recovery_code` or `none`). The password (in
+  `user_login_failed`'s credentials) and the codes are never recorded, only the username.
 """
 
 from __future__ import annotations
@@ -20,21 +22,23 @@ from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.urls import reverse
 
 from apps.accounts import throttling
 from apps.accounts.models import User
-from apps.accounts.services import totp_code_check
+from apps.accounts.services import two_factor_code_check
 from k2.audit.services import record
 from k2.observability.middleware import client_ip
 
 _THROTTLED = "Too many failed sign-in attempts. Try again later."
-_CODE_MISSING = "Enter the code from your authenticator app."
+_CODE_MISSING = "Enter the code from your authenticator app, or one of your recovery codes."
 _CODE_WRONG = "The authenticator code is not valid."
+_RECOVERY_CODE_WRONG = "The recovery code is not valid or has already been used."
 _CODE_LOCKED = "Too many wrong codes. Try again later."
+# The second factor of a sign-in, set on the user by the form for the `user_logged_in` receiver.
+_SECOND_FACTOR_ATTR = "_k2_admin_second_factor"
 
 
 def _is_admin_request(request: HttpRequest | None) -> bool:
@@ -48,15 +52,18 @@ def _audit_failed(request: HttpRequest | None, *, email: str, reason: str, user:
 
 
 class AdminLoginForm(AdminAuthenticationForm):
-    """The admin's login form with the API login's failure limits and TOTP step."""
+    """The admin's login form with the API login's failure limits and 2FA step (TOTP or recovery code)."""
 
     otp_token = forms.CharField(
-        label="Authenticator code",
+        label="Authenticator or recovery code",
         required=False,
-        max_length=16,
+        max_length=32,
         strip=True,
-        help_text="Required when two-factor authentication is on for your account.",
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text=(
+            "Required when two-factor authentication is on for your account. Without your "
+            "authenticator, enter one of your recovery codes instead: each works once."
+        ),
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autocapitalize": "off"}),
     )
 
     def clean(self) -> dict[str, Any]:
@@ -98,16 +105,18 @@ class AdminLoginForm(AdminAuthenticationForm):
         if counter.retry_after() is not None:
             _audit_failed(self.request, email=email, reason="throttled_2fa", user=user)
             raise ValidationError(_CODE_LOCKED, code="otp_throttled")
-        with transaction.atomic():  # `_second_factor` locks the device row
-            result = totp_code_check(user=user, code=code)
+        result = two_factor_code_check(user=user, code=code)
         if result.ok:
             counter.reset()
+            setattr(user, _SECOND_FACTOR_ATTR, result.method)
             return
-        _audit_failed(self.request, email=email, reason="wrong_code", user=user)
+        recovery = result.method == "recovery_code"
+        reason = "wrong_recovery_code" if recovery else "wrong_code"
+        _audit_failed(self.request, email=email, reason=reason, user=user)
         if result.locked_seconds is not None:
             raise ValidationError(_CODE_LOCKED, code="otp_throttled")
         counter.fail()
-        raise ValidationError(_CODE_WRONG, code="otp_invalid")
+        raise ValidationError(_RECOVERY_CODE_WRONG if recovery else _CODE_WRONG, code="otp_invalid")
 
 
 @receiver(user_logged_in, dispatch_uid="accounts_admin_login_audit")
@@ -115,7 +124,8 @@ def _audit_admin_login(sender: Any, request: HttpRequest | None, user: User, **k
     if not _is_admin_request(request):
         return
     assert request is not None
-    details = {"second_factor": "totp" if user.totp_enabled else "none"}
+    second_factor = getattr(user, _SECOND_FACTOR_ATTR, "totp" if user.totp_enabled else "none")
+    details = {"second_factor": second_factor}
     record(user, "auth.admin_login", target=user, details=details, ip=client_ip(request))
 
 

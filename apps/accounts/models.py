@@ -9,6 +9,7 @@ the JWT private keys encrypted with the vault.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 
 from apps.accounts.choices import (
@@ -30,6 +32,8 @@ from apps.accounts.choices import (
 )
 from k2.core.models import BaseModel
 from k2.vault.fields import EncryptedTextField
+
+_SESSION_AUTH_HASH_SALT = "apps.accounts.models.User.get_session_auth_hash"
 
 
 class UserManager(BaseUserManager["User"]):
@@ -83,6 +87,10 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
     # step by the 2FA services in the same transaction.
     totp_enabled = models.BooleanField(default=False, db_index=True)
     password_changed_at = models.DateTimeField(null=True, blank=True)
+    # Raised by `services.session_revoke_all`. Mixed into the session auth hash that Django keeps
+    # in each of its own sessions (the admin's; the API uses `Session` below) and compares on
+    # every request, so raising it ends all of them, as a password change does.
+    admin_session_epoch = models.PositiveIntegerField(default=0, editable=False)
 
     objects: ClassVar[UserManager] = UserManager()
 
@@ -96,6 +104,27 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
 
     def __str__(self) -> str:
         return self.email
+
+    # Django's session auth hash is an HMAC of the password hash (django.contrib.auth.get_user
+    # flushes a session whose stored hash no longer matches); K2 adds `admin_session_epoch`. At
+    # 0 it is Django's own, so sessions from before the field stay valid. Both the current and
+    # the SECRET_KEY_FALLBACKS hashes carry it: a fallback without it would revive a revoked
+    # session after a key rotation.
+    def get_session_auth_hash(self) -> str:
+        if not self.admin_session_epoch:
+            return super().get_session_auth_hash()
+        return self._epoch_session_auth_hash(secret=None)
+
+    def get_session_auth_fallback_hash(self) -> Iterator[str]:
+        if not self.admin_session_epoch:
+            yield from super().get_session_auth_fallback_hash()
+            return
+        for secret in settings.SECRET_KEY_FALLBACKS:
+            yield self._epoch_session_auth_hash(secret=secret)
+
+    def _epoch_session_auth_hash(self, *, secret: str | bytes | None) -> str:
+        value = f"{self.password}:{self.admin_session_epoch}"
+        return salted_hmac(_SESSION_AUTH_HASH_SALT, value, secret=secret, algorithm="sha256").hexdigest()
 
 
 class OAuthIdentity(BaseModel):

@@ -26,6 +26,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_otp.oath import TOTP
 from rest_framework.exceptions import Throttled
@@ -379,23 +380,32 @@ def session_revoke(*, session: Session, actor: Any, reason: str = SessionRevokeR
 def session_revoke_all(
     *, user: User, actor: Any, reason: str = SessionRevokeReason.USER, keep: Session | None = None
 ) -> int:
-    """End every active session of `user` (except `keep`). Returns how many were ended."""
+    """End every active API session of `user` (except `keep`) and every Django admin session of
+    theirs. Returns how many API sessions were ended."""
     with transaction.atomic(durable=True):
         return _session_revoke_all(user=user, actor=actor, reason=reason, keep=keep)
 
 
 def _session_revoke_all(*, user: User, actor: Any, reason: str, keep: Session | None) -> int:
+    """The admin sessions (django.contrib.sessions, signed in at /admin/) end by raising
+    `admin_session_epoch`, part of their session auth hash: each is refused and flushed at its
+    next request, whatever its session key or the session backend. They cannot be counted (the
+    session store is not searchable by user), so the audit entry says they were ended; it is
+    written for staff, the only users who can hold one, even when no API session was active."""
     qs = Session.objects.filter(user=user)
     if keep is not None:
         qs = qs.exclude(pk=keep.pk)
     revoked = _revoke(qs, reason=reason)
-    if revoked:
-        record(
-            actor,
-            "auth.sessions_revoked",
-            target=user,
-            details={"reason": reason, "count": len(revoked), "session_ids": [str(s.id) for s in revoked]},
-        )
+    User.objects.filter(pk=user.pk).update(admin_session_epoch=F("admin_session_epoch") + 1)
+    user.refresh_from_db(fields=["admin_session_epoch"])  # a later save of `user` must not undo it
+    if revoked or user.is_staff:
+        details = {
+            "reason": reason,
+            "count": len(revoked),
+            "session_ids": [str(s.id) for s in revoked],
+            "admin_sessions_ended": True,
+        }
+        record(actor, "auth.sessions_revoked", target=user, details=details)
     return len(revoked)
 
 
@@ -632,11 +642,30 @@ def _second_factor(*, user: User, code: str | None, recovery_code: str | None) -
     return _verify_totp(device, code or "")
 
 
-def totp_code_check(*, user: User, code: str) -> _SecondFactor:
-    """Check a TOTP code of `user`'s confirmed device, as the API's 2FA step does (call inside a
-    transaction: the device row is locked); `.ok`, and `.locked_seconds` when the device is
-    locked out after too many wrong codes. For other sign-ins (the admin's)."""
-    return _second_factor(user=user, code=code, recovery_code=None)
+def _recovery_code_used(user: User, result: _SecondFactor) -> None:
+    """Report a sign-in with a recovery code: audited (codes left, never the code) and told to
+    the user by email, who may not know their codes are in someone else's hands."""
+    record(user, "auth.2fa_recovery_code_used", target=user, details=result.details)
+    _notify_2fa_change(
+        user, "recovery_code_used", "A two-factor recovery code was used to sign in to your account."
+    )
+
+
+def two_factor_code_check(*, user: User, code: str) -> _SecondFactor:
+    """Check the second factor of a sign-in that has one box for it (the admin's), as the API's
+    2FA step does: digits are a TOTP code of `user`'s confirmed device, anything else a recovery
+    code, spent on success (each works once) and reported as the API reports it. Returns `.ok`,
+    `.method` (`totp` or `recovery_code`) and `.locked_seconds` when the device is locked out
+    after too many wrong codes; counting and recording a failure is the caller's."""
+    code = code.strip()
+    is_totp = code.isdigit() and len(code) <= 8  # recovery codes are 16 characters, mostly letters
+    with transaction.atomic(durable=True):
+        result = _second_factor(
+            user=user, code=code if is_totp else None, recovery_code=None if is_totp else code
+        )
+        if result.ok and result.method == "recovery_code":
+            _recovery_code_used(user, result)
+    return result
 
 
 def _raise_second_factor_failure(result: _SecondFactor, counter: throttling.FailureCounter) -> None:
@@ -792,12 +821,7 @@ def auth_two_factor_login(
             }
             record(user, "auth.login", target=user, details=details)
             if result.method == "recovery_code":
-                record(user, "auth.2fa_recovery_code_used", target=user, details=result.details)
-                _notify_2fa_change(
-                    user,
-                    "recovery_code_used",
-                    "A two-factor recovery code was used to sign in to your account.",
-                )
+                _recovery_code_used(user, result)
         else:
             record(user, "auth.2fa_failed", target=user, details={"method": result.method or "totp"})
     if not result.ok:
