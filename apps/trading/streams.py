@@ -10,7 +10,8 @@ announcement (Redis down, the follower reconnecting) only waits for the next ref
 - an order update -> `order_apply_venue_state` (monotonic: a late message never regresses);
 - a fill -> `execution_record` (exactly once, unique venue trade id);
 - every (re)connect -> that link's live orders are reconciled, covering whatever the stream
-  missed while it was down (and the periodic reconciliation task covers a dead follower);
+  missed while it was down (and the periodic reconciliation task covers a dead follower); so
+  does a "resync", a message the stream skipped because it could not be translated;
 - a balance update -> it becomes the risk engine's cached balance for that link.
 
 Everything it does is idempotent, so two followers (a deploy overlap, a second replica) only
@@ -115,6 +116,7 @@ class UserStreamSupervisor:
         self.handled = 0
         self.failed = 0  # link refreshes and events whose work raised (logged; retried or reconciled)
         self.connects = 0
+        self.resyncs = 0  # a user stream skipped a message it could not translate
         self.refreshes = 0  # reads of the active links
         self.subscriptions = 0  # to the links' change announcements (the first, and each renewal)
         self._stop = asyncio.Event()
@@ -216,8 +218,12 @@ class UserStreamSupervisor:
                 await sync_to_async(_on_order)(link.venue, event)
             elif isinstance(event, Fill):
                 await sync_to_async(_on_fill)(link.venue, event)
-            elif isinstance(event, StreamStatus) and event.state == "connected":
-                self.connects += 1
+            elif isinstance(event, StreamStatus) and event.state in ("connected", "resync"):
+                # connected: what the stream missed while down; resync: a message it skipped
+                if event.state == "connected":
+                    self.connects += 1
+                else:
+                    self.resyncs += 1
                 await sync_to_async(_on_connected)(link)
             elif isinstance(event, BalanceUpdate):
                 await sync_to_async(_on_balance)(link, event)

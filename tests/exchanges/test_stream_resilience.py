@@ -1,6 +1,6 @@
-"""A stream never dies silently: a retryable venue error or an unreadable message drops and
-reconnects (the consumer sees "disconnected" then "connected", and the follower reconciles on
-"connected"), and a full queue does the same. Against the Crypto.com simulator, and small local
+"""A stream never dies silently: a retryable venue error or an unreadable (not JSON) message
+drops and reconnects (the consumer sees "disconnected" then "connected", and the follower
+reconciles on "connected"), and a full queue does the same. Against the Crypto.com simulator, and small local
 servers that speak just enough of a venue's protocol for faults the simulators cannot make.
 (Any other error ends the consumer's `async for` with it; nothing here can raise one without
 patching K2's own code, so that branch has no test.)"""
@@ -184,35 +184,16 @@ async def test_auth_answered_rate_limited_reconnects():
     assert connections == 2
 
 
-# ---- a message that cannot be read or translated --------------------------------------------
+# ---- a message that cannot be read ----------------------------------------------------------
+# (A readable data message that cannot be translated is skipped on the same connection instead:
+# tests/exchanges/test_stream_untranslatable.py.)
 
 
 @pytest.mark.parametrize(
     "bad",
-    [
-        pytest.param(
-            json.dumps(
-                {
-                    "type": "user_order",
-                    "sid": 2,
-                    "msg": {
-                        "order_id": "o1",
-                        "ticker": "KXTEST-1",
-                        "status": "partially_filled",  # not a Kalshi order status
-                        "outcome_side": "yes",
-                        "book_side": "bid",
-                    },
-                }
-            ),
-            id="unknown-order-status",
-        ),
-        pytest.param(
-            fill_text("no-price", yes_price_dollars=None, no_price_dollars=None), id="fill-without-price"
-        ),
-        pytest.param('{"type": "fill", "sid": 1, "msg": {', id="invalid-json"),
-    ],
+    [pytest.param('{"type": "fill", "sid": 1, "msg": {', id="invalid-json")],
 )
-async def test_untranslatable_message_makes_the_consumer_resync_and_later_messages_arrive(bad: str):
+async def test_unreadable_message_makes_the_consumer_resync_and_later_messages_arrive(bad: str):
     venue = KalshiUserSocket([[bad, fill_text("lost-with-the-connection")], [fill_text("after")]])
     async with serve(venue.handler, "127.0.0.1", 0) as server:
         stream = await kalshi_user_stream(server)

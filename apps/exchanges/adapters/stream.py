@@ -4,10 +4,19 @@ the consumer through a bounded queue (`async for event in stream`), ending with 
 stopped the stream, if one did. A venue's stream says how to connect and what a session is.
 
 A drop is a broken socket, a retryable venue error (auth answered "rate limited", say) or a
-message we could not read or translate: the consumer sees "disconnected", then "connected" after
-the reconnect, and resyncs (the user-stream follower reconciles the link's orders), so whatever
-the unread message carried is recovered. A consumer too slow for the queue is resynced the same
-way. Any other error ends the stream with that error, never a silently dead task.
+message we could not read (not JSON) or that broke the protocol: the consumer sees
+"disconnected", then "connected" after the reconnect, and resyncs (the user-stream follower
+reconciles the link's orders), so whatever the unread message carried is recovered. A consumer
+too slow for the queue is resynced the same way. Any other error ends the stream with that
+error, never a silently dead task.
+
+A data message (an order update, a ticker, a book row) that reads as JSON but cannot be
+translated is not a drop: the venue would send it again after every reconnect (or keep sending
+its kind), and each reconnect loses every good message around it. The venue's stream skips it
+with a `stream_message_skipped` warning (`skip`) and keeps the connection; a book it leaves in
+doubt is resynced instead (a fresh snapshot, as after a sequence gap), and a user stream's
+consumer hears "resync" (the skipped message may have been an order update or a fill: the
+follower reconciles the link's live orders, as after a reconnect).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import decimal
+import json
 import random
 import time
 from collections.abc import AsyncIterator
@@ -69,8 +79,8 @@ DROPS: tuple[type[BaseException], ...] = (
     Reconnect,
 )
 # Also reconnect after, as for a drop: a venue's retryable answer (auth "rate limited") and a
-# message we could not read (invalid JSON, a missing key, a wrong type) or translate (that is
-# `UnexpectedResponse`, retryable too). The reconnect's "connected" makes the consumer resync.
+# message we could not read (invalid JSON) or a protocol message of a shape we did not expect (a
+# missing key, a wrong type). The reconnect's "connected" makes the consumer resync.
 RECOVERABLE: tuple[type[BaseException], ...] = (
     ex.RetryableError,
     ValueError,  # json.JSONDecodeError, int("x")
@@ -78,6 +88,17 @@ RECOVERABLE: tuple[type[BaseException], ...] = (
     TypeError,
     decimal.DecimalException,
 )
+# A data message that cannot be translated (a missing key, a wrong type, an unknown value, a
+# number that is not one): the venue's stream skips it (`skip`) and keeps the connection.
+UNTRANSLATABLE: tuple[type[BaseException], ...] = (
+    ex.UnexpectedResponse,
+    ValueError,
+    LookupError,
+    TypeError,
+    AttributeError,  # a row that is not an object
+    ArithmeticError,  # decimal.InvalidOperation, an out-of-range timestamp
+)
+PAYLOAD_EXCERPT = 200  # characters of a skipped message kept in the log
 
 
 class ReconnectingStream(Generic[E, S]):
@@ -85,6 +106,9 @@ class ReconnectingStream(Generic[E, S]):
     one connection until it drops (raising), and `emit` what they read."""
 
     venue = ""
+    # A user stream: a skipped message may have been an order update or a fill, so the consumer
+    # is told to resync ("resync": the user-stream follower reconciles the link's live orders).
+    resync_on_skip = False
     stats: Any  # the venue's counters; `reconnects` is counted here
 
     def __init__(self, *, url: str, settings: S) -> None:
@@ -139,6 +163,22 @@ class ReconnectingStream(Generic[E, S]):
         except asyncio.QueueFull:
             log.warning("stream_queue_full", venue=self.venue, size=self._queue.maxsize)
             raise Reconnect("consumer too slow: event queue full") from None
+
+    def skip(self, channel: str, error: BaseException, payload: Any) -> None:
+        """Log a data message that could not be translated (`UNTRANSLATABLE`) and go on without
+        it. Venue data carries no credentials (those go in headers and the auth command only);
+        the excerpt is bounded all the same. On a user stream the consumer then hears "resync"."""
+        self.stats.skipped += 1
+        log.warning(
+            "stream_message_skipped",
+            venue=self.venue,
+            channel=channel,
+            error=f"{type(error).__name__}: {error}"[:PAYLOAD_EXCERPT],
+            payload=_excerpt(payload),
+            skipped=self.stats.skipped,
+        )
+        if self.resync_on_skip:
+            self.emit(StreamStatus("resync", self.stats.skipped, f"skipped a message on {channel}"[:200]))
 
     def _disconnected(self, attempt: int, detail: str) -> None:
         """Tell the consumer the connection dropped, unless it is too far behind to hear it: a full
@@ -212,6 +252,14 @@ class ReconnectingStream(Generic[E, S]):
     def _backoff(self, attempt: int) -> float:
         cap = min(self.settings.reconnect_cap, self.settings.reconnect_base * 2 ** min(attempt, 16))
         return random.uniform(cap / 2, cap)  # noqa: S311 - jitter
+
+
+def _excerpt(payload: Any) -> str:
+    try:
+        text = json.dumps(payload, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        text = repr(payload)
+    return text if len(text) <= PAYLOAD_EXCERPT else text[:PAYLOAD_EXCERPT] + "..."
 
 
 def _describe(exc: BaseException) -> str:

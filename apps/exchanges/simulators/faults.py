@@ -15,7 +15,10 @@ class FaultKind(enum.StrEnum):
     DROP_WS = "drop_ws"  # abort open (then newly opened) WebSocket connections
     SEQUENCE_GAP = "sequence_gap"  # skip a sequence number in the next book delta
     NO_RESPONSE = "no_response"  # execute, then hold latency_ms and close without answering
-    TIMEOUT_AFTER_EXECUTE = "timeout_after_execute"  # execute, then answer the venue's timeout error
+    # execute, then answer the venue's timeout error; with `status`, answer as a proxy or gateway in
+    # front of the venue would instead: that HTTP status with an HTML page, not the venue's body
+    TIMEOUT_AFTER_EXECUTE = "timeout_after_execute"
+    MALFORMED_WS = "malformed_ws"  # send the next matching data message malformed (rows unreadable)
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Fault:
     remaining: int
     method: str | None = None
     latency_ms: float = 0.0
+    status: int | None = None  # timeout_after_execute: answer as a gateway with this HTTP status
 
     def matches(self, kind: FaultKind, method: str) -> bool:
         return (
@@ -45,9 +49,16 @@ class FaultInjector:
         self.faults: list[Fault] = []
 
     def add(
-        self, kind: FaultKind, count: int = 1, method: str | None = None, latency_ms: float = 0.0
+        self,
+        kind: FaultKind,
+        count: int = 1,
+        method: str | None = None,
+        latency_ms: float = 0.0,
+        status: int | None = None,
     ) -> Fault:
-        fault = Fault(kind=kind, remaining=max(1, count), method=method or None, latency_ms=latency_ms)
+        fault = Fault(
+            kind=kind, remaining=max(1, count), method=method or None, latency_ms=latency_ms, status=status
+        )
         self.faults.append(fault)
         return fault
 
@@ -67,7 +78,7 @@ class FaultInjector:
         return [f.as_json() for f in self.faults]
 
     @staticmethod
-    def parse(body: dict[str, Any]) -> tuple[FaultKind, int, str | None, float]:
+    def parse(body: dict[str, Any]) -> tuple[FaultKind, int, str | None, float, int | None]:
         """Validate a `POST /_sim/faults` body; raises ValueError on bad input."""
         kind = FaultKind(str(body.get("kind")))
         count = int(body.get("count", 1))
@@ -77,4 +88,9 @@ class FaultInjector:
         latency_ms = float(body.get("latency_ms", 0))
         if not 0 <= latency_ms <= 600_000:
             raise ValueError("latency_ms must be 0..600000")
-        return kind, count, str(method) if method else None, latency_ms
+        status = body.get("status")
+        if status is not None:
+            status = int(status)
+            if kind is not FaultKind.TIMEOUT_AFTER_EXECUTE or not 400 <= status <= 599:
+                raise ValueError("status is for timeout_after_execute only, 400..599")
+        return kind, count, str(method) if method else None, latency_ms, status

@@ -3,7 +3,9 @@ endpoints, fault injection and a synthetic market on a shared `MatchingEngine`.
 
 A venue simulator subclasses `SimulatorServer` and provides: its instruments (`build_engine`),
 its routes (`add_venue_routes`), the method name a request counts as for faults and rate limits
-(`fault_method`), and how it renders 500/429 errors (`http_error`). Everything else is here.
+(`fault_method`), how it renders 500/429 errors (`http_error`) and a data message malformed
+(`malformed`, for the `malformed_ws` fault; data messages go out through `send_data`).
+Everything else is here.
 State lives in memory; `POST /_sim/reset` (or a restart) starts fresh.
 """
 
@@ -20,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +35,20 @@ from k2.aio import cancel_and_wait
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A data row with none of the venue's fields, which is how a schema change looks to a client.
+MALFORMED_ROW: dict[str, Any] = {"malformed": True}
+
+
+def gateway_answer(status: int) -> web.Response:
+    """What a proxy or gateway in front of a venue answers (408 when its wait for the client or the
+    venue ran out, 502/504 for the venue): an HTML page of that status, not the venue's JSON."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    page = f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1></body></html>"
+    return web.Response(status=status, text=page, content_type="text/html")
 
 
 @dataclass
@@ -149,6 +166,12 @@ class SimulatorServer(abc.ABC):
     def http_error(self, kind: FaultKind, method: str) -> web.Response:
         """The venue's own answer for an injected 500, 429 or timeout (`TIMEOUT_AFTER_EXECUTE`)."""
 
+    @abc.abstractmethod
+    def malformed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`payload` (a data message) as a client cannot translate it: its rows replaced by
+        `MALFORMED_ROW`, the envelope (channel, subscription, sequence) kept, so it reads as that
+        channel's next message."""
+
     def on_reset(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Venue state to rebuild after a reset (subscriptions, sequence numbers, ...)."""
 
@@ -202,6 +225,14 @@ class SimulatorServer(abc.ABC):
             sock.spawn(self._drop_later(sock, fault.latency_ms / 1000))
         return sock
 
+    def send_data(self, sock: SimSocket, name: str, payload: dict[str, Any]) -> None:
+        """Send a data message (a channel's update, not an answer to a command). A pending
+        `malformed_ws` fault matching `name` sends it malformed (`malformed`) instead, as a venue
+        whose message format changed would; the channel's later messages go out as usual."""
+        if self.faults.take(FaultKind.MALFORMED_WS, name):
+            payload = self.malformed(payload)
+        sock.send(payload)
+
     def close_socket(self, sock: SimSocket) -> None:
         self.sockets.discard(sock)
         for task in sock.tasks:
@@ -247,8 +278,10 @@ class SimulatorServer(abc.ABC):
         lost = self.faults.take(FaultKind.NO_RESPONSE, method)
         timed_out = self.faults.take(FaultKind.TIMEOUT_AFTER_EXECUTE, method)
         response = await handler(request)
-        if timed_out is not None:
-            return self.http_error(FaultKind.TIMEOUT_AFTER_EXECUTE, method)  # executed all the same
+        if timed_out is not None:  # executed all the same
+            if timed_out.status is not None:
+                return gateway_answer(timed_out.status)
+            return self.http_error(FaultKind.TIMEOUT_AFTER_EXECUTE, method)
         if lost is None:
             return response
         await asyncio.sleep(lost.latency_ms / 1000)
@@ -360,7 +393,7 @@ class SimulatorServer(abc.ABC):
     async def _sim_add_fault(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
         try:
-            kind, count, method, latency_ms = FaultInjector.parse(body)
+            kind, count, method, latency_ms, status = FaultInjector.parse(body)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         if kind is FaultKind.DROP_WS:
@@ -368,7 +401,7 @@ class SimulatorServer(abc.ABC):
             if dropped < count:
                 self.faults.add(kind, count - dropped, method, latency_ms)
             return web.json_response({"dropped": dropped, "faults": self.faults.as_json()}, status=201)
-        fault = self.faults.add(kind, count, method, latency_ms)
+        fault = self.faults.add(kind, count, method, latency_ms, status)
         return web.json_response({"fault": fault.as_json(), "faults": self.faults.as_json()}, status=201)
 
     async def _sim_list_faults(self, request: web.Request) -> web.Response:

@@ -4,8 +4,9 @@
   every number inside `params` a string (booleans lowercase), `params` always an object.
 - Only safe requests are retried (reads, cancels), with exponential backoff and jitter. An
   order submission that may have reached the venue without a definite answer (timeout, reset,
-  5xx) raises `OrderOutcomeUnknown` and is never resent. A definite 42901 answer (nothing was
-  executed) is backed off and retried for every request.
+  5xx, a proxy's 408, the venue's own timeout or internal error) raises `OrderOutcomeUnknown`
+  and is never resent. A definite 42901 answer (nothing was executed) is backed off and retried
+  for every request.
 - Every request reports `(venue, method, latency_ms, outcome, error_code)` to `on_call`.
 """
 
@@ -264,8 +265,12 @@ class CryptocomRestClient:
         except ValueError:
             body = None
         if not isinstance(body, dict) or "code" not in body:
-            if response.status_code >= 500 and not safe:
-                raise ex.OrderOutcomeUnknown(f"HTTP {response.status_code} to {method}", venue=VENUE)
+            # Not the venue's answer but a proxy's or gateway's: a 5xx or a 408 (its wait ran out)
+            # may come after it passed the request on, so an order may be live.
+            if (response.status_code >= 500 or response.status_code == 408) and not safe:
+                raise ex.OrderOutcomeUnknown(
+                    f"HTTP {response.status_code} to {method}", venue=VENUE, http_status=response.status_code
+                )
             if response.status_code == 429:
                 raise _RetryAfterRateLimit("HTTP 429", venue=VENUE, http_status=429)
             raise (ex.ExchangeUnavailable if response.status_code >= 500 else ex.UnexpectedResponse)(

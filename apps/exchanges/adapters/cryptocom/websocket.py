@@ -4,8 +4,9 @@ Each stream owns one connection at a time and keeps it alive on its own: it wait
 settle delay after connecting, authenticates (`public/auth`, user socket), subscribes, answers
 `public/heartbeat`, reconnects with exponential backoff and jitter after any drop (then
 re-authenticates and re-subscribes), treats a silent socket as dead, and checks the book's
-`u`/`pu` chain, resubscribing for a fresh snapshot after a gap. Consumers see normalised events
-(plus `StreamStatus` markers) through `async for`.
+`u`/`pu` chain, resubscribing for a fresh snapshot after a gap. A data row it cannot translate
+is skipped with a warning (a book row: the book is resynced instead), never a reconnect.
+Consumers see normalised events (plus `StreamStatus` markers) through `async for`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,9 +33,11 @@ from apps.exchanges.adapters.base import (
 )
 from apps.exchanges.adapters.cryptocom import symbols, translate
 from apps.exchanges.adapters.cryptocom.client import sign
-from apps.exchanges.adapters.stream import Reconnect, ReconnectingStream
+from apps.exchanges.adapters.stream import UNTRANSLATABLE, Reconnect, ReconnectingStream
+from k2.observability.logging import get_logger
 
 E = TypeVar("E")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class StreamStats:
     resyncs: int = 0
     heartbeats: int = 0
     messages: int = 0
+    skipped: int = 0  # data rows that could not be translated
 
 
 class CryptocomStream(ReconnectingStream[E, StreamSettings]):
@@ -143,7 +147,10 @@ class CryptocomStream(ReconnectingStream[E, StreamSettings]):
         result = msg.get("result")
         if method == "subscribe" and isinstance(result, dict) and "channel" in result:
             self.stats.messages += 1
-            await self.on_data(ws, result)
+            try:
+                await self.on_data(ws, result)
+            except UNTRANSLATABLE as exc:  # the message's own fields; its rows are skipped one by one
+                self.skip(str(result.get("subscription") or result["channel"]), exc, result)
 
     def _on_error(self, msg: dict[str, Any], code: int) -> None:
         error = translate.error_for(code, str(msg.get("message", "")), http_status=None, result=None)
@@ -153,6 +160,24 @@ class CryptocomStream(ReconnectingStream[E, StreamSettings]):
 
     async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def emit_rows(self, result: dict[str, Any], translate_row: Callable[[Any], Any]) -> None:
+        """Emit each data row translated; one that cannot be is skipped, the rest still arrive."""
+        subscription = str(result.get("subscription") or result["channel"])
+        for row in rows(result):
+            try:
+                event = translate_row(row)
+            except UNTRANSLATABLE as exc:
+                self.skip(subscription, exc, row)
+                continue
+            self.emit(event)
+
+
+def rows(result: dict[str, Any]) -> list[Any]:
+    data = result.get("data") or []
+    if not isinstance(data, list):
+        raise TypeError(f"data is a {type(data).__name__}, not a list")
+    return data
 
 
 def market_channel(sub: MarketSubscription) -> str:
@@ -179,6 +204,7 @@ class CryptocomMarketStream(CryptocomStream[MarketEvent]):
     ) -> None:
         super().__init__(url=url, channels=[market_channel(s) for s in subscriptions], settings=settings)
         self._book_u: dict[str, int | None] = {}
+        self._bad_books: set[str] = set()  # resynced for untranslatable data, no good snapshot since
 
     def subscribe_params(self, channels: Sequence[str]) -> dict[str, Any]:
         params: dict[str, Any] = {"channels": list(channels)}
@@ -189,45 +215,74 @@ class CryptocomMarketStream(CryptocomStream[MarketEvent]):
 
     async def _session(self, ws: ClientConnection, attempt: int) -> None:
         self._book_u = {c: None for c in self.channels if c.startswith("book.")}
+        self._bad_books.clear()
         await super()._session(ws, attempt)
 
     async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
-        channel, data = result["channel"], result.get("data") or []
+        channel = result["channel"]
         if channel == "ticker":
-            for row in data:
-                self.emit(translate.ticker(row))
+            self.emit_rows(result, translate.ticker)
         elif channel == "trade":
-            for row in reversed(data):  # the venue sends newest first
-                self.emit(translate.public_trade(row))
+            newest_last = {**result, "data": rows(result)[::-1]}  # the venue sends newest first
+            self.emit_rows(newest_last, translate.public_trade)
         elif channel == "candlestick":
-            for row in data:
-                self.emit(translate.candle(result["instrument_name"], result.get("interval", ""), row))
+            symbol, interval = result["instrument_name"], result.get("interval", "")
+            self.emit_rows(result, lambda row: translate.candle(symbol, interval, row))
         elif channel in ("book", "book.update"):
-            await self._on_book(ws, result["subscription"], result["instrument_name"], channel, data)
+            await self._on_book(ws, result["subscription"], result["instrument_name"], channel, rows(result))
 
     async def _on_book(
         self, ws: ClientConnection, subscription: str, symbol: str, channel: str, data: list[dict[str, Any]]
     ) -> None:
         for row in data:
             if channel == "book":
+                try:
+                    snapshot = translate.book_update(symbol, row, snapshot=True)
+                except UNTRANSLATABLE as exc:
+                    await self._untranslatable_book(ws, subscription, exc, row)
+                    return
                 self._book_u[subscription] = row.get("u")
-                self.emit(translate.book_update(symbol, row, snapshot=True))
+                self._bad_books.discard(subscription)
+                self.emit(snapshot)
                 continue
             last = self._book_u.get(subscription)
             if last is None:
                 continue  # waiting for the snapshot of a resubscription
-            if row.get("pu") != last:
-                await self._resync(ws, subscription, last, row)
+            try:
+                pu, u, update = row.get("pu"), row.get("u"), row.get("update") or {}
+                # empty deltas are heartbeats
+                delta = (
+                    translate.book_update(symbol, row, snapshot=False)
+                    if update.get("bids") or update.get("asks")
+                    else None
+                )
+            except UNTRANSLATABLE as exc:
+                await self._untranslatable_book(ws, subscription, exc, row)
                 return
-            self._book_u[subscription] = row.get("u")
-            update = row.get("update") or {}
-            if update.get("bids") or update.get("asks"):  # empty deltas are heartbeats
-                self.emit(translate.book_update(symbol, row, snapshot=False))
+            if pu != last:
+                await self._resync(ws, subscription, f"{subscription}: pu {pu} != u {last}")
+                return
+            self._book_u[subscription] = u
+            if delta is not None:
+                self.emit(delta)
 
-    async def _resync(self, ws: ClientConnection, subscription: str, last: int, row: dict[str, Any]) -> None:
+    async def _untranslatable_book(
+        self, ws: ClientConnection, subscription: str, error: BaseException, row: Any
+    ) -> None:
+        """A book row we cannot apply leaves the book in doubt: resync it (a fresh snapshot). If the
+        fresh snapshot cannot be translated either, leave that book waiting on this connection
+        (its deltas ignored) rather than resubscribe in a loop; the consumer holds it invalid."""
+        self.skip(subscription, error, row)
+        if subscription in self._bad_books:
+            self._book_u[subscription] = None
+            log.warning("stream_book_abandoned", venue=self.venue, channel=subscription)
+            return
+        self._bad_books.add(subscription)
+        await self._resync(ws, subscription, f"{subscription}: untranslatable book data")
+
+    async def _resync(self, ws: ClientConnection, subscription: str, detail: str) -> None:
         self.stats.resyncs += 1
         self._book_u[subscription] = None
-        detail = f"{subscription}: pu {row.get('pu')} != u {last}"
         self.emit(StreamStatus("resync", self.stats.resyncs, detail))
         await self._subscribe(ws, "unsubscribe", [subscription])
         await self._subscribe(ws, "subscribe", [subscription])
@@ -237,6 +292,7 @@ class CryptocomUserStream(CryptocomStream[UserEvent]):
     """Order updates, fills and balances of one account (authenticated user socket)."""
 
     kind = "user"
+    resync_on_skip = True
 
     def __init__(
         self,
@@ -283,15 +339,15 @@ class CryptocomUserStream(CryptocomStream[UserEvent]):
         self.auth_count += 1
 
     async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
-        channel, data = result["channel"], result.get("data") or []
+        channel = result["channel"]
         if channel == "user.order":
-            for row in data:
-                self.emit(translate.order(row))
+            self.emit_rows(result, translate.order)
         elif channel == "user.trade":
-            for row in data:
-                self.emit(translate.fill(row))
+            self.emit_rows(result, translate.fill)
         elif channel == "user.balance":
-            for row in data:
-                self.emit(
-                    BalanceUpdate(tuple(translate.balances(row)), translate.ms_to_dt(time.time() * 1000))
-                )
+            self.emit_rows(
+                result,
+                lambda row: BalanceUpdate(
+                    tuple(translate.balances(row)), translate.ms_to_dt(time.time() * 1000)
+                ),
+            )

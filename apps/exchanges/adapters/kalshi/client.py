@@ -8,7 +8,7 @@
 - Only safe requests are retried (reads, cancels by id), with exponential backoff and jitter;
   a definite 429 (nothing executed) is backed off and retried for every request. An order
   submission that may have reached the venue without a definite answer raises
-  `OrderOutcomeUnknown` and is never resent.
+  `OrderOutcomeUnknown` and is never resent (`_may_have_executed` says which answers those are).
 - Every request reports `(venue, method, latency_ms, outcome, error_code)` to `on_call`.
 """
 
@@ -216,14 +216,40 @@ class KalshiRestClient:
             if not isinstance(body, dict):
                 raise ex.UnexpectedResponse(f"{name}: not a JSON object", venue=VENUE, http_status=status)
             return body
-        if status >= 500 and not safe:
-            raise ex.OrderOutcomeUnknown(f"HTTP {status} to {name}", venue=VENUE, http_status=status)
         error = translate.error_for(status, body)
         if isinstance(error, ex.RateLimited):
             raise _RetryAfterRateLimit(
                 error.message, venue=VENUE, venue_code=error.venue_code, http_status=429
             )
+        if not safe and _may_have_executed(status, error):
+            raise ex.OrderOutcomeUnknown(
+                f"HTTP {status} to {name}: {error.message}",
+                venue=VENUE,
+                venue_code=error.venue_code,
+                http_status=status,
+            )
         raise error
+
+
+def _may_have_executed(status: int, error: ex.ExchangeError) -> bool:
+    """Whether an error answer leaves open that a request which is not safe to repeat (an order
+    submission) was carried out all the same, so that it is `OrderOutcomeUnknown`, not a refusal.
+
+    - 5xx (500, 502, 503, 504, ...): yes. The venue failed while handling it, or a proxy or the
+      venue's gateway gave up waiting for the venue (502/504) after passing the request on.
+    - 408 Request Timeout: yes. A proxy or gateway in front of the venue answers it when its wait
+      ran out, which may be after it forwarded the request (the order then rests at the venue).
+    - Any other status whose body is the venue's own internal or timeout error (`ExchangeUnavailable`,
+      `ExchangeTimeout`): yes, as the Crypto.com client treats its venue's 40801/50001.
+    - 429: no, and never reaches here. The limit is checked before the request is processed (spec
+      section 6), so it is backed off and retried like a safe request.
+    - 400 (invalid order, price, count; insufficient balance), 401/403 (authentication, scope), 404
+      (unknown market), 409 (duplicate client order id, market closed) and other 4xx: no. The venue
+      looked at the request and refused it: a definite answer.
+    """
+    if status >= 500 or status == 408:
+        return True
+    return isinstance(error, ex.ExchangeUnavailable | ex.ExchangeTimeout)
 
 
 def _query_value(value: Any) -> Any:

@@ -740,6 +740,8 @@ def error_for(status: int, body: Any) -> ex.ExchangeError:
             cls = ex.PermissionDenied
         elif status == 404:
             cls = ex.OrderNotFound
+        elif status == 408:  # a proxy's or gateway's wait ran out: may work on a retry
+            cls = ex.ExchangeTimeout
         elif status >= 500:
             cls = ex.ExchangeUnavailable
         else:

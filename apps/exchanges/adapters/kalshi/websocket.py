@@ -6,7 +6,9 @@ library pongs) and pings the server itself so a silent connection is detected an
 reconnects with exponential backoff and jitter after any drop (new signature, re-subscription,
 fresh snapshots), and checks `orderbook_delta` sequence numbers per subscription: on a gap it
 asks for fresh snapshots with `update_subscription` / `get_snapshot` (falling back to
-unsubscribe + subscribe) and ignores that book's deltas until the snapshot arrives.
+unsubscribe + subscribe) and ignores that book's deltas until the snapshot arrives. A data
+message it cannot translate is skipped with a warning (a book's: that book is resynced instead),
+never a reconnect; protocol messages (acks, errors) keep their own handling.
 
 Kalshi deltas are size *changes*; the stream keeps each book and emits K2 `BookUpdate`s with
 absolute sizes, in YES terms (bids = YES bids, asks = NO bids at 1 - price).
@@ -40,9 +42,11 @@ from apps.exchanges.adapters.base import (
 )
 from apps.exchanges.adapters.kalshi import signing, translate
 from apps.exchanges.adapters.kalshi.types import MarketLifecycle
-from apps.exchanges.adapters.stream import Reconnect, ReconnectingStream
+from apps.exchanges.adapters.stream import UNTRANSLATABLE, Reconnect, ReconnectingStream
+from k2.observability.logging import get_logger
 
 E = TypeVar("E")
+log = get_logger(__name__)
 ONE = Decimal(1)
 KalshiMarketEvent = MarketEvent | MarketLifecycle
 KalshiUserEvent = UserEvent | Position
@@ -78,6 +82,7 @@ class StreamStats:
     reconnects: int = 0
     resyncs: int = 0
     messages: int = 0
+    skipped: int = 0  # data messages that could not be translated
     errors: list[str] = field(default_factory=list)
 
 
@@ -111,6 +116,7 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
         self._seq: dict[int, int] = {}
         self._awaiting: dict[int, set[str]] = {}
         self._books: dict[str, _Book] = {}
+        self._bad_books: set[str] = set()  # resynced for untranslatable data, no good snapshot since
         self._attempt = 0
         self._announced = False
 
@@ -139,6 +145,7 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
         self._seq.clear()
         self._awaiting.clear()
         self._books.clear()
+        self._bad_books.clear()
         self._announced = False
         for channel, tickers in self.channels.items():
             await self._subscribe(ws, channel, tickers)
@@ -187,13 +194,16 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
         elif kind == "error":
             await self._on_error(ws, msg, body)
         elif kind == "orderbook_snapshot":
-            self._on_snapshot(msg, body)
+            await self._on_snapshot(ws, msg, body)
         elif kind == "orderbook_delta":
             await self._on_delta(ws, msg, body)
         elif kind in ("ok", "unsubscribed", "list_subscriptions"):
             return
         else:
-            self.on_data(str(kind), body)
+            try:
+                self.on_data(str(kind), body)
+            except UNTRANSLATABLE as exc:
+                self.skip(str(kind), exc, msg.get("msg"))
 
     async def _on_error(self, ws: ClientConnection, msg: dict[str, Any], body: dict[str, Any]) -> None:
         code = int(body.get("code") or 0)
@@ -218,15 +228,21 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
             raise Reconnect(text)
 
     # ---- books ----------------------------------------------------------------------------
-    def _on_snapshot(self, msg: dict[str, Any], body: dict[str, Any]) -> None:
+    async def _on_snapshot(self, ws: ClientConnection, msg: dict[str, Any], body: dict[str, Any]) -> None:
         sid, seq = int(msg.get("sid") or 0), msg.get("seq")
         name = str(body.get("market_ticker", ""))
-        yes, no = translate.orderbook_sides(body)
-        self._books[name] = _Book(yes=dict(yes), no=dict(no))
         if seq is not None:
-            self._seq[sid] = int(seq)
+            self._seq[sid] = int(seq)  # received in order, whether or not it can be translated
+        try:
+            yes, no = translate.orderbook_sides(body)
+            update = self._update(name, yes, no, snapshot=True, sequence=self._seq.get(sid))
+        except UNTRANSLATABLE as exc:
+            await self._untranslatable_book(ws, sid, name, "orderbook_snapshot", exc, body)
+            return
+        self._books[name] = _Book(yes=dict(yes), no=dict(no))
+        self._bad_books.discard(name)
         self._awaiting.get(sid, set()).discard(name)
-        self.emit(self._update(name, yes, no, snapshot=True, sequence=self._seq.get(sid)))
+        self.emit(update)
 
     async def _on_delta(self, ws: ClientConnection, msg: dict[str, Any], body: dict[str, Any]) -> None:
         sid, seq = int(msg.get("sid") or 0), int(msg.get("seq") or 0)
@@ -240,13 +256,22 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
             return
         if name in self._awaiting.get(sid, set()) or name not in self._books:
             return
-        price = translate.dec(body.get("price_dollars"))
-        if price is None:
-            price = translate.dec0(body.get("price")) / 100
-        change = translate.dec(body.get("delta_fp"))
-        if change is None:
-            change = translate.dec0(body.get("delta"))
-        side = str(body.get("side", "")).lower()
+        try:  # a delta without a readable price, size change or side would corrupt the book
+            price = translate.dec(body.get("price_dollars"))
+            if price is None and (cents := translate.dec(body.get("price"))) is not None:
+                price = cents / 100
+            change = translate.dec(body.get("delta_fp"))
+            if change is None:
+                change = translate.dec(body.get("delta"))
+            if price is None or change is None:
+                raise ValueError("book delta without a price or size change")
+            side = str(body.get("side", "")).lower()
+            if side not in ("yes", "no"):
+                raise ValueError(f"unknown book side {side!r}")
+            at = translate.row_time(body, "ts_ms", "ts") or translate.now()
+        except UNTRANSLATABLE as exc:
+            await self._untranslatable_book(ws, sid, name, "orderbook_delta", exc, body)
+            return
         levels = self._books[name].yes if side == "yes" else self._books[name].no
         size = levels.get(price, Decimal(0)) + change
         if size <= Decimal("0.000001"):
@@ -262,10 +287,26 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
                 is_snapshot=False,
                 bids=bids,
                 asks=asks,
-                time=translate.row_time(body, "ts_ms", "ts") or translate.now(),
+                time=at,
                 sequence=seq,
             )
         )
+
+    async def _untranslatable_book(
+        self, ws: ClientConnection, sid: int, name: str, kind: str, error: BaseException, body: Any
+    ) -> None:
+        """A book message we cannot apply leaves that book in doubt: resync it (fresh snapshots,
+        as after a gap). If its fresh snapshot cannot be translated either, leave the book out on
+        this connection (its deltas ignored) rather than ask again in a loop; the consumer holds
+        it invalid since the resync."""
+        self.skip(kind, error, body)
+        abandon = name in self._bad_books
+        if not abandon:
+            self._bad_books.add(name)
+            await self._resync(ws, sid, f"{self.sids.get(sid, sid)} {name}: untranslatable book data")
+        self._books.pop(name, None)
+        if abandon:
+            log.warning("stream_book_abandoned", venue=self.venue, channel=kind, instrument=name)
 
     async def _resync(self, ws: ClientConnection, sid: int, detail: str) -> None:
         self.stats.resyncs += 1
@@ -329,6 +370,8 @@ class KalshiMarketStream(KalshiStream[KalshiMarketEvent]):
 
 class KalshiUserStream(KalshiStream[KalshiUserEvent]):
     """Fills, order updates and position changes of one account."""
+
+    resync_on_skip = True
 
     def __init__(
         self,

@@ -40,7 +40,7 @@ from apps.exchanges.simulators.engine import (
     TradeEvent,
 )
 from apps.exchanges.simulators.faults import FaultKind
-from apps.exchanges.simulators.server import SimConfig, SimSocket, SimulatorServer
+from apps.exchanges.simulators.server import MALFORMED_ROW, SimConfig, SimSocket, SimulatorServer
 
 log = logging.getLogger(__name__)
 PREFIX = "/exchange/v1/"
@@ -629,12 +629,25 @@ class CryptocomSimulator(SimulatorServer):
             return parts[1] in render.TIMEFRAMES_MS and parts[2] in insts
         return False
 
-    @staticmethod
     def _push(
-        sock: SimSocket, subscription: str, channel: str, data: list[Any], req_id: Any = -1, **extra: Any
+        self,
+        sock: SimSocket,
+        subscription: str,
+        channel: str,
+        data: list[Any],
+        req_id: Any = -1,
+        **extra: Any,
     ) -> None:
+        """A channel's data; a `malformed_ws` fault matches the subscription (`user.order.BTC_USD`)."""
         result: dict[str, Any] = {"subscription": subscription, "channel": channel, **extra, "data": data}
-        sock.send({"id": req_id, "method": "subscribe", "code": 0, "result": result})
+        self.send_data(sock, subscription, {"id": req_id, "method": "subscribe", "code": 0, "result": result})
+
+    def malformed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        result = payload["result"]
+        return {
+            **payload,
+            "result": {**result, "data": [MALFORMED_ROW for _ in result["data"]] or [MALFORMED_ROW]},
+        }
 
     def _initial_push(self, sock: SimSocket, channel: str, req_id: Any, params: Params) -> None:
         parts = channel.split(".")

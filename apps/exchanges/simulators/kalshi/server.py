@@ -53,7 +53,7 @@ from apps.exchanges.simulators.kalshi.accounting import EventAccounting, EventPo
 from apps.exchanges.simulators.kalshi.liquidity import EventContractMarket
 from apps.exchanges.simulators.kalshi.seed import EventSeed, MarketSeed, SeriesSeed, catalogue
 from apps.exchanges.simulators.liquidity import MM_ACCOUNT, TAKER_ACCOUNT
-from apps.exchanges.simulators.server import SimConfig, SimSocket, SimulatorServer
+from apps.exchanges.simulators.server import MALFORMED_ROW, SimConfig, SimSocket, SimulatorServer
 
 log = logging.getLogger(__name__)
 PREFIX = "/trade-api/v2"
@@ -353,6 +353,16 @@ class KalshiSimulator(SimulatorServer):
         if kind is FaultKind.TIMEOUT_AFTER_EXECUTE:
             return KalshiError(504, "gateway_timeout", "Gateway timeout").response()
         return KalshiError(500, "internal_server_error", "Internal server error").response()
+
+    def malformed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The fields naming the market stay, so the message reaches that market's handling."""
+        body = payload.get("msg") or {}
+        named = {k: body[k] for k in ("market_ticker", "ticker", "market_id") if k in body}
+        return {**payload, "msg": {**named, **MALFORMED_ROW}}
+
+    def _data(self, sock: SimSocket, ticker: str, payload: dict[str, Any]) -> None:
+        """A channel's data; a `malformed_ws` fault matches `{type}.{ticker}` (`user_order.KXBTC-...`)."""
+        self.send_data(sock, f"{payload['type']}.{ticker}", payload)
 
     def venue_loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [self._publisher_loop]
@@ -1360,7 +1370,7 @@ class KalshiSimulator(SimulatorServer):
             body["no_dollars_fp"] = render.levels(no)
         if self.config.legacy_cents:
             body.update(yes=render.levels_cents(yes), no=render.levels_cents(no))
-        sock.send({"type": "orderbook_snapshot", "sid": sub.sid, "seq": sub.seq, "msg": body})
+        self._data(sock, ticker, {"type": "orderbook_snapshot", "sid": sub.sid, "seq": sub.seq, "msg": body})
         sub.books[ticker] = (yes, no)
 
     def _deltas(self, sock: SimSocket, sub: WsSub, ticker: str, now_ms: int) -> None:
@@ -1386,7 +1396,9 @@ class KalshiSimulator(SimulatorServer):
                 }
                 if self.config.legacy_cents:
                     body.update(price=render.cents(price), delta=render.whole(change))
-                sock.send({"type": "orderbook_delta", "sid": sub.sid, "seq": sub.seq, "msg": body})
+                self._data(
+                    sock, ticker, {"type": "orderbook_delta", "sid": sub.sid, "seq": sub.seq, "msg": body}
+                )
         sub.books[ticker] = new
 
     def _ticker_msg(self, ticker: str, now_ms: int) -> dict[str, Any]:
@@ -1434,7 +1446,9 @@ class KalshiSimulator(SimulatorServer):
                         if sub.wants(ticker):
                             if ticker not in tickers:
                                 tickers[ticker] = self._ticker_msg(ticker, now_ms)
-                            sock.send({"type": "ticker", "sid": sub.sid, "msg": tickers[ticker]})
+                            self._data(
+                                sock, ticker, {"type": "ticker", "sid": sub.sid, "msg": tickers[ticker]}
+                            )
 
     def _subs(
         self, channel: str, ticker: str, account_id: str | None = None
@@ -1450,12 +1464,12 @@ class KalshiSimulator(SimulatorServer):
         self, account_id: str, channel: str, ticker: str, kind: str, body: dict[str, Any]
     ) -> None:
         for sock, sub in self._subs(channel, ticker, account_id):
-            sock.send({"type": kind, "sid": sub.sid, "msg": body})
+            self._data(sock, ticker, {"type": kind, "sid": sub.sid, "msg": body})
 
     def _lifecycle(self, ticker: str, event_type: str, **fields: Any) -> None:
         body = {"event_type": event_type, "market_ticker": ticker, **fields}
         for sock, sub in self._subs("market_lifecycle_v2", ticker):
-            sock.send({"type": "market_lifecycle_v2", "sid": sub.sid, "msg": body})
+            self._data(sock, ticker, {"type": "market_lifecycle_v2", "sid": sub.sid, "msg": body})
 
     def _on_engine_event(self, event: EngineEvent) -> None:
         if isinstance(event, BookEvent):
@@ -1468,7 +1482,7 @@ class KalshiSimulator(SimulatorServer):
             if subs:
                 body = render.ws_trade(t)
                 for sock, sub in subs:
-                    sock.send({"type": "trade", "sid": sub.sid, "msg": body})
+                    self._data(sock, t.instrument, {"type": "trade", "sid": sub.sid, "msg": body})
         elif isinstance(event, OrderEvent):
             o = event.order
             if o.account_id not in SYSTEM:
