@@ -71,6 +71,7 @@ class Result:
     app_ms: list[float] = field(default_factory=list)  # K2: Django's own time (Server-Timing)
     window: tuple[datetime, datetime] | None = None  # K2: when the timed orders ran
     web_cpu_ms: float | None = None  # K2: the web processes' CPU time per timed order
+    split: list[int] = field(default_factory=list)  # K2: the clients' connections per web worker
 
     def pct(self, q: float) -> float:
         return percentile(self.samples, q)
@@ -304,6 +305,24 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def connections_per_worker(pid: int, port: int) -> list[int]:
+    """How many established connections to `port` each of the web supervisor's workers holds,
+    most first (k2.serve hands each new one to the worker holding the fewest: a busier worker
+    would queue a burst's orders longer)."""
+    import psutil
+
+    counts = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" not in " ".join(proc.cmdline()):  # not a worker (the resource tracker)
+                continue
+            conns = proc.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        counts.append(sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port))
+    return sorted(counts, reverse=True)
+
+
 def host_speed_ms(rounds: int = 5) -> float:
     """The fastest of `rounds` runs of a fixed pure-Python workload in this process, in ms: the
     host's speed at that moment. A shared VM's varies by tens of percent over minutes, and with
@@ -367,10 +386,12 @@ async def through_k2(
         await drive(sessions, warm_up(len(sessions)), send)
         await cancel_everything(sim, traders)
         app_ms.clear()
+        split = connections_per_worker(web_pid, int(web.rsplit(":", 1)[1]))
         started = datetime.now(UTC)
         cpu_before = cpu_seconds(web_pid)
         result = await drive(sessions, plans, send)
         result.window = (started, datetime.now(UTC))
+        result.split = split
         result.web_cpu_ms = (cpu_seconds(web_pid) - cpu_before) / len(result.samples) * 1000
     finally:
         for http in sessions:
@@ -490,6 +511,8 @@ def main(argv: list[str]) -> int:
     reads = ", ".join(f"{mode.split(',')[0]} {balance_reads(k)} of {len(k.samples)}" for mode, _, k in rows)
     print(f"venue balance reads by K2 (risk snapshots re-read in the background), per timed orders: {reads}")
     cpu = ", ".join(f"{mode.split(',')[0]} {k.web_cpu_ms:.2f}" for mode, _, k in rows)
+    split = ", ".join(f"{mode.split(',')[0]} {'/'.join(map(str, k.split))}" for mode, _, k in rows)
+    print(f"K2 clients' connections per web worker: {split}")
     print(f"web CPU per K2 order, ms (every web worker, user + system, the phase's timed orders): {cpu}")
     print(host_speed)
     return 0

@@ -1,5 +1,6 @@
-"""`python -m k2.serve`, the web process: several workers, each with its own SO_REUSEPORT socket,
-share the connections; a worker that dies is replaced; SIGTERM stops them all."""
+"""`python -m k2.serve`, the web process: with several workers, the supervisor accepts each
+connection and hands it to the worker with the fewest; a worker that dies is replaced; SIGTERM
+stops them all, and workers whose supervisor is gone stop too."""
 
 from __future__ import annotations
 
@@ -47,16 +48,15 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 60) -
     raise AssertionError("k2.serve did not answer")
 
 
-def _listeners(proc: subprocess.Popen[str], port: int) -> set[int]:
-    """The pids of the supervisor's children that listen on `port`."""
+def _workers(proc: subprocess.Popen[str]) -> set[int]:
+    """The pids of the supervisor's worker processes (not multiprocessing's resource tracker)."""
     pids = set()
     for child in psutil.Process(proc.pid).children():
         try:
-            connections = child.net_connections(kind="tcp")
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.add(child.pid)
         except psutil.NoSuchProcess:
             continue
-        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
-            pids.add(child.pid)
     return pids
 
 
@@ -70,15 +70,26 @@ def _serving_pid(connection: socket.socket, workers: set[int]) -> int:
     raise AssertionError(f"no worker holds the connection from {local}")
 
 
-def _wait_listeners(
-    proc: subprocess.Popen[str], port: int, count: int, gone: int | None = None, timeout: float = 60
+def _wait_workers(
+    proc: subprocess.Popen[str], count: int, gone: int | None = None, timeout: float = 60
 ) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(pids := _listeners(proc, port)) == count and gone not in pids:
+        if len(pids := _workers(proc)) == count and gone not in pids:
             return pids
         time.sleep(0.2)
-    raise AssertionError(f"expected {count} listening workers, have {_listeners(proc, port)}")
+    raise AssertionError(f"expected {count} workers, have {_workers(proc)}")
+
+
+def _burst(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections opened at once, as a load balancer's pool opens them, each
+    then used once (all are open before any is used)."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    for client in clients:
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    for client in clients:
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+    return clients
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -87,33 +98,41 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(10)
 
 
-def test_connections_are_spread_over_the_workers_and_a_dead_worker_is_replaced():
+def test_connections_are_spread_evenly_and_a_dead_worker_is_replaced():
     port = free_port()
     proc = _serve(port, "--workers", "2")
+    clients: list[socket.socket] = []
     try:
         _wait_healthy(port, proc)
-        workers = _wait_listeners(proc, port, 2)
-        # A burst of keep-alive connections, as a load balancer's pool opens them: each worker
-        # gets some (all 16 on one worker: a chance of 2 in 65536 with an even spread).
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(16)]
-        try:
-            for client in clients:  # all are open before any is used
-                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            for client in clients:
-                assert client.recv(4096).startswith(b"HTTP/1.1 200")
-            spread = Counter(_serving_pid(client, workers) for client in clients)
-        finally:
-            for client in clients:
-                client.close()
-        assert set(spread) == workers, spread
+        workers = _wait_workers(proc, 2)
+        # The kernel's hash (one SO_REUSEPORT socket per worker) split such bursts 11/9 to 14/6;
+        # each new connection goes to the worker holding the fewest.
+        clients = _burst(port, 16)
+        spread = Counter(_serving_pid(client, workers) for client in clients)
+        assert sorted(spread.values()) == [8, 8], spread
+        one = min(workers)
+        leaving = [client for client in clients if _serving_pid(client, workers) == one][:6]
+        for client in leaving:  # six of one worker's connections end...
+            client.close()
+        clients = [client for client in clients if client not in leaving]
+        time.sleep(0.5)  # (each worker reports its count every tenth of a second)
+        more = _burst(port, 6)  # ...so the next six all go to it
+        clients += more
+        assert {_serving_pid(client, workers) for client in more} == {one}
 
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        replaced = _wait_listeners(proc, port, 2, gone=victim)
+        replaced = _wait_workers(proc, 2, gone=victim)
         assert len(replaced & workers) == 1
-        for _ in range(10):  # whichever worker the kernel picks answers
+        for _ in range(10):  # whichever worker it goes to answers
             assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        newcomer = (replaced - workers).pop()
+        fresh = _burst(port, 4)  # the new worker holds none of the open connections: it gets these
+        clients += fresh
+        assert {_serving_pid(client, replaced) for client in fresh} == {newcomer}
     finally:
+        for client in clients:
+            client.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         try:
@@ -121,6 +140,20 @@ def test_connections_are_spread_over_the_workers_and_a_dead_worker_is_replaced()
         finally:
             _stop(proc)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in replaced)
+
+
+def test_workers_stop_when_their_supervisor_is_killed():
+    port = free_port()
+    proc = _serve(port, "--workers", "2")
+    try:
+        _wait_healthy(port, proc)
+        workers = [psutil.Process(pid) for pid in _wait_workers(proc, 2)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        _stop(proc)
 
 
 def test_a_port_already_served_is_refused_rather_than_shared():
