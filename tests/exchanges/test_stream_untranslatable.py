@@ -73,6 +73,24 @@ def faults_left(sim: Any) -> list[Any]:
 # ---- user streams ---------------------------------------------------------------------------
 
 
+async def place_and_cancel(
+    adapter: Any, sim: Any, request: OrderRequest, events: AsyncIterator[Any]
+) -> list[Any]:
+    """Place `request` (the armed `malformed_ws` fault spends itself on its first update), cancel
+    it, and read the stream until the order's cancellation arrives."""
+    placed = await adapter.place_order(request)
+    assert faults_left(sim) == []
+    await adapter.cancel_order(venue_order_id=placed.venue_order_id)
+    return await until(
+        events,
+        lambda e: (
+            isinstance(e, OrderState)
+            and e.client_order_id == request.client_order_id
+            and e.status is OrderStatus.CANCELLED
+        ),
+    )
+
+
 async def test_cryptocom_untranslatable_order_update_is_skipped_and_the_next_arrives_on_the_same_connection(
     cryptocom_sim, cryptocom_adapter, caplog
 ):
@@ -87,17 +105,8 @@ async def test_cryptocom_untranslatable_order_update_is_skipped_and_the_next_arr
             "BTC-USD", Side.BUY, OrderType.LIMIT, D("0.001"), f"m-{uuid.uuid4().hex[:12]}",
             price=price.quantize(D("0.01")),
         )  # fmt: skip
-        placed = await cryptocom_adapter.place_order(request)  # its "active" update goes out malformed
-        assert faults_left(cryptocom_sim) == []
-        await cryptocom_adapter.cancel_order(venue_order_id=placed.venue_order_id)
-        seen += await until(
-            events,
-            lambda e: (
-                isinstance(e, OrderState)
-                and e.client_order_id == request.client_order_id
-                and e.status is OrderStatus.CANCELLED
-            ),
-        )
+        # its "active" update goes out malformed
+        seen += await place_and_cancel(cryptocom_adapter, cryptocom_sim, request, events)
     # never "disconnected": the same connection throughout; "resync" tells the consumer that an
     # order's update was skipped (the user-stream follower reconciles the link's orders on it)
     assert states(seen) == ["connected", "resync"]
@@ -127,17 +136,8 @@ async def test_kalshi_untranslatable_order_update_is_skipped_and_the_next_arrive
             ticker, Side.BUY, OrderType.LIMIT, D(2), f"m-{uuid.uuid4().hex[:12]}",
             price=D("0.01"), outcome=Outcome.YES,
         )  # fmt: skip
-        placed = await kalshi_adapter.place_order(request)  # its "resting" update goes out malformed
-        assert faults_left(kalshi_sim) == []
-        await kalshi_adapter.cancel_order(venue_order_id=placed.venue_order_id)
-        seen += await until(
-            events,
-            lambda e: (
-                isinstance(e, OrderState)
-                and e.client_order_id == request.client_order_id
-                and e.status is OrderStatus.CANCELLED
-            ),
-        )
+        # its "resting" update goes out malformed
+        seen += await place_and_cancel(kalshi_adapter, kalshi_sim, request, events)
     assert states(seen) == ["connected", "resync"]
     assert not [e for e in seen if isinstance(e, OrderState) and e.status is OrderStatus.OPEN]
     assert (stream.stats.skipped, stream.stats.connects, stream.stats.reconnects) == (1, 1, 0)
