@@ -117,6 +117,9 @@ class ReconnectingStream(Generic[E, S]):
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
+        # Books resynced for data that could not be translated, with no good snapshot since (on
+        # this connection): `book_untranslatable`.
+        self._bad_books: set[str] = set()
 
     # ---- the consumer's side --------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -180,6 +183,22 @@ class ReconnectingStream(Generic[E, S]):
         if self.resync_on_skip:
             self.emit(StreamStatus("resync", self.stats.skipped, f"skipped a message on {channel}"[:200]))
 
+    def book_untranslatable(self, book: str, channel: str, error: BaseException, payload: Any) -> bool:
+        """Skip a book message that cannot be applied, which leaves that book in doubt. True: resync
+        it (a fresh snapshot), the first time since its last good one (`book_translated`). False:
+        the fresh snapshot could not be translated either; the book is left out on this connection
+        (the consumer holds it invalid since the resync) rather than resynced in a loop."""
+        self.skip(channel, error, payload)
+        if book in self._bad_books:
+            log.warning("stream_book_abandoned", venue=self.venue, channel=channel, book=book)
+            return False
+        self._bad_books.add(book)
+        return True
+
+    def book_translated(self, book: str) -> None:
+        """A good snapshot of `book` arrived: a later untranslatable message resyncs it again."""
+        self._bad_books.discard(book)
+
     def _disconnected(self, attempt: int, detail: str) -> None:
         """Tell the consumer the connection dropped, unless it is too far behind to hear it: a full
         queue keeps its events, and the reconnect's "connected" is what makes it resync."""
@@ -218,6 +237,7 @@ class ReconnectingStream(Generic[E, S]):
                     **self.connect_options(),
                 ) as ws:
                     self._ws = ws
+                    self._bad_books.clear()
                     await self._session(ws, attempt)
             except asyncio.CancelledError:
                 raise

@@ -34,10 +34,8 @@ from apps.exchanges.adapters.base import (
 from apps.exchanges.adapters.cryptocom import symbols, translate
 from apps.exchanges.adapters.cryptocom.client import sign
 from apps.exchanges.adapters.stream import UNTRANSLATABLE, Reconnect, ReconnectingStream
-from k2.observability.logging import get_logger
 
 E = TypeVar("E")
-log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -204,7 +202,6 @@ class CryptocomMarketStream(CryptocomStream[MarketEvent]):
     ) -> None:
         super().__init__(url=url, channels=[market_channel(s) for s in subscriptions], settings=settings)
         self._book_u: dict[str, int | None] = {}
-        self._bad_books: set[str] = set()  # resynced for untranslatable data, no good snapshot since
 
     def subscribe_params(self, channels: Sequence[str]) -> dict[str, Any]:
         params: dict[str, Any] = {"channels": list(channels)}
@@ -215,7 +212,6 @@ class CryptocomMarketStream(CryptocomStream[MarketEvent]):
 
     async def _session(self, ws: ClientConnection, attempt: int) -> None:
         self._book_u = {c: None for c in self.channels if c.startswith("book.")}
-        self._bad_books.clear()
         await super()._session(ws, attempt)
 
     async def on_data(self, ws: ClientConnection, result: dict[str, Any]) -> None:
@@ -242,7 +238,7 @@ class CryptocomMarketStream(CryptocomStream[MarketEvent]):
                     await self._untranslatable_book(ws, subscription, exc, row)
                     return
                 self._book_u[subscription] = row.get("u")
-                self._bad_books.discard(subscription)
+                self.book_translated(subscription)
                 self.emit(snapshot)
                 continue
             last = self._book_u.get(subscription)
@@ -269,16 +265,11 @@ class CryptocomMarketStream(CryptocomStream[MarketEvent]):
     async def _untranslatable_book(
         self, ws: ClientConnection, subscription: str, error: BaseException, row: Any
     ) -> None:
-        """A book row we cannot apply leaves the book in doubt: resync it (a fresh snapshot). If the
-        fresh snapshot cannot be translated either, leave that book waiting on this connection
-        (its deltas ignored) rather than resubscribe in a loop; the consumer holds it invalid."""
-        self.skip(subscription, error, row)
-        if subscription in self._bad_books:
+        """A book row we cannot apply: resync the book, or leave it waiting (its deltas ignored)."""
+        if self.book_untranslatable(subscription, subscription, error, row):
+            await self._resync(ws, subscription, f"{subscription}: untranslatable book data")
+        else:
             self._book_u[subscription] = None
-            log.warning("stream_book_abandoned", venue=self.venue, channel=subscription)
-            return
-        self._bad_books.add(subscription)
-        await self._resync(ws, subscription, f"{subscription}: untranslatable book data")
 
     async def _resync(self, ws: ClientConnection, subscription: str, detail: str) -> None:
         self.stats.resyncs += 1

@@ -43,10 +43,8 @@ from apps.exchanges.adapters.base import (
 from apps.exchanges.adapters.kalshi import signing, translate
 from apps.exchanges.adapters.kalshi.types import MarketLifecycle
 from apps.exchanges.adapters.stream import UNTRANSLATABLE, Reconnect, ReconnectingStream
-from k2.observability.logging import get_logger
 
 E = TypeVar("E")
-log = get_logger(__name__)
 ONE = Decimal(1)
 KalshiMarketEvent = MarketEvent | MarketLifecycle
 KalshiUserEvent = UserEvent | Position
@@ -116,7 +114,6 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
         self._seq: dict[int, int] = {}
         self._awaiting: dict[int, set[str]] = {}
         self._books: dict[str, _Book] = {}
-        self._bad_books: set[str] = set()  # resynced for untranslatable data, no good snapshot since
         self._attempt = 0
         self._announced = False
 
@@ -145,7 +142,6 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
         self._seq.clear()
         self._awaiting.clear()
         self._books.clear()
-        self._bad_books.clear()
         self._announced = False
         for channel, tickers in self.channels.items():
             await self._subscribe(ws, channel, tickers)
@@ -240,7 +236,7 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
             await self._untranslatable_book(ws, sid, name, "orderbook_snapshot", exc, body)
             return
         self._books[name] = _Book(yes=dict(yes), no=dict(no))
-        self._bad_books.discard(name)
+        self.book_translated(name)
         self._awaiting.get(sid, set()).discard(name)
         self.emit(update)
 
@@ -295,18 +291,11 @@ class KalshiStream(ReconnectingStream[E, StreamSettings]):
     async def _untranslatable_book(
         self, ws: ClientConnection, sid: int, name: str, kind: str, error: BaseException, body: Any
     ) -> None:
-        """A book message we cannot apply leaves that book in doubt: resync it (fresh snapshots,
-        as after a gap). If its fresh snapshot cannot be translated either, leave the book out on
-        this connection (its deltas ignored) rather than ask again in a loop; the consumer holds
-        it invalid since the resync."""
-        self.skip(kind, error, body)
-        abandon = name in self._bad_books
-        if not abandon:
-            self._bad_books.add(name)
+        """A book message we cannot apply: resync the book (fresh snapshots, as after a gap), or
+        leave it out; either way its deltas are ignored until a good snapshot."""
+        if self.book_untranslatable(name, kind, error, body):
             await self._resync(ws, sid, f"{self.sids.get(sid, sid)} {name}: untranslatable book data")
         self._books.pop(name, None)
-        if abandon:
-            log.warning("stream_book_abandoned", venue=self.venue, channel=kind, instrument=name)
 
     async def _resync(self, ws: ClientConnection, sid: int, detail: str) -> None:
         self.stats.resyncs += 1
