@@ -19,13 +19,18 @@ A response whose body is in memory is handed to the loop to send as soon as the 
 its thread closes it meanwhile, so the work done on close (the request's audit entry, see
 `k2.audit.middleware`) is not in the client's wait.
 
-Garbage collection runs between requests rather than inside them where it can. A request
-leaves a few hundred objects in reference cycles (DRF binds each serializer field to its
-serializer, the request and its view refer to each other, ...), so the collector ran every other
+Garbage collection runs between requests rather than inside them. A request leaves a few
+hundred objects in reference cycles (DRF binds each serializer field to its serializer, the
+request and its view refer to each other, ...), so the automatic collector ran every other
 request, inside it, holding the GIL: 0.5 ms mostly, a few ms for a second-generation pass,
-15-20 ms for a full one. After sending a response, when no other request is in flight, the
-handler collects what is half-way due; the automatic collector, at its usual thresholds, is
-left the bursts (raising them instead made each of its passes much longer).
+15-20 ms for a full one, and longer with other threads' work interleaved (the finalizers it runs
+are Python code, which lets them in). After sending a response, when no other request is in
+flight, the handler collects what is half-way due. The web process (`k2.serve`) turns the
+automatic collector off and, on its event loop's tick (every 0.1 s), collects what is due while
+no request is in flight (a worker serving only WebSockets), and with requests in flight once
+`BACKSTOP` times the young generation's threshold is uncollected (a worker never idle keeps
+its garbage bounded). Under another server the automatic collector stays on and is left the
+bursts (raising its thresholds instead made each of its passes much longer).
 """
 
 from __future__ import annotations
@@ -44,15 +49,31 @@ from django.db import close_old_connections
 from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
+# With the automatic collector off: how many times its young-generation threshold may go
+# uncollected while requests are in flight.
+BACKSTOP = 20
+
+
+def _collect_from(young_at_least: int) -> None:
+    """What the automatic collector does at its young-generation threshold, from
+    `young_at_least` allocations on: the generation it would pick (without its extra condition
+    for a full collection: one in a hundred of these passes, about every 100 requests)."""
+    young, middle, old = gc.get_count()
+    _, second, third = gc.get_threshold()
+    if young >= young_at_least:
+        gc.collect(2 if old >= third else 1 if middle >= second else 0)
+
 
 def _collect_if_half_due() -> None:
-    """What the automatic collector will soon do: at half its young-generation threshold, the
-    generation it would pick (without its extra condition for a full collection: one in a
-    hundred of these passes, about every 100 requests)."""
-    young, middle, old = gc.get_count()
-    first, second, third = gc.get_threshold()
-    if young >= first // 2:
-        gc.collect(2 if old >= third else 1 if middle >= second else 0)
+    """What the automatic collector will soon do, once half-way to its threshold."""
+    _collect_from(gc.get_threshold()[0] // 2)
+
+
+def collect_on_tick(in_flight: int) -> None:
+    """The web process's event loop, every tick, with the automatic collector off (`k2.serve`):
+    what is due while no request is in flight; with `in_flight` requests, only past the backstop."""
+    first = gc.get_threshold()[0]
+    _collect_from(first if in_flight == 0 else BACKSTOP * first)
 
 
 class SyncChainASGIHandler(ASGIHandler):

@@ -200,3 +200,47 @@ async def test_garbage_is_collected_after_a_response_when_no_other_request_is_in
         if seen in gc.callbacks:
             gc.callbacks.remove(seen)
         gc.set_threshold(*before)
+
+
+def test_the_web_process_tick_collects_when_idle_and_past_the_backstop_when_busy() -> None:
+    """`k2.serve` turns the automatic collector off; its loop's tick collects instead: what is
+    due when no request is in flight, and with requests in flight only past the backstop."""
+    import gc
+
+    from k2.handlers import BACKSTOP, collect_on_tick
+
+    before, enabled = gc.get_threshold(), gc.isenabled()
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop":
+            collections.append(info["generation"])
+
+    def garbage(count: int) -> None:
+        for _ in range(count):
+            cycle: list[Any] = []
+            cycle.append(cycle)
+
+    gc.collect()
+    gc.disable()
+    gc.set_threshold(1_000, *before[1:])
+    gc.callbacks.append(seen)
+    try:
+        garbage(2_000)  # due, not past the backstop
+        collect_on_tick(in_flight=1)
+        assert collections == []
+        assert gc.get_count()[0] >= 2_000
+        collect_on_tick(in_flight=0)
+        assert collections
+        assert gc.get_count()[0] < 1_000
+
+        collections.clear()
+        garbage(BACKSTOP * 1_000 + 1_000)
+        collect_on_tick(in_flight=3)
+        assert collections
+        assert gc.get_count()[0] < 1_000
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*before)
+        if enabled:
+            gc.enable()
