@@ -206,6 +206,9 @@ class RiskInputs:
     switches: list[KillSwitch] = field(default_factory=list)  # read fresh for this order
     limit_rows: list[RiskLimit] | None = None  # likewise, most specific first (None: not read yet)
     venue_error: ex.ExchangeError | None = None
+    # Holds taken off the balances were recorded while the snapshot's venue read was under way:
+    # the venue's figures may hold those orders already (`account_holds_apply`).
+    holds_in_doubt: bool = False
 
     @property
     def positions(self) -> list[Position] | None:
@@ -215,6 +218,12 @@ class RiskInputs:
     def account_stale(self) -> bool:
         """Balances and positions from a stale snapshot (see `account_snapshot`)."""
         return self.account is not None and self.account.stale
+
+    @property
+    def account_in_doubt(self) -> bool:
+        """An account refusal made on these inputs may be wrong: the snapshot is stale, or holds
+        were taken off that its venue read may have counted already. Read the venue again."""
+        return self.account_stale or self.holds_in_doubt
 
 
 def reference_price(instrument: Instrument) -> tuple[Decimal | None, str]:
@@ -259,14 +268,16 @@ def _price_of(last: Any, bid: Any, ask: Any) -> Decimal | None:
 
 @dataclass(frozen=True)
 class AccountSnapshot:
-    """A link's balances (and positions) as its venue said when read (`read_at`, Unix time),
-    and the link's hold entries as read with them (`_holds`)."""
+    """A link's balances (and positions) as its venue said when read (from `read_at` until
+    `read_until`, Unix times: the venue answered at some moment between), and the link's hold
+    entries as read with them (`_holds`)."""
 
     balances: dict[str, Balance]
     positions: list[Position] | None
     stale: bool
     read_at: float
     holds: list[bytes]
+    read_until: float
 
 
 def account_snapshot(
@@ -297,22 +308,22 @@ def account_snapshot(
             _holds(link_id, pipe)
             cached, holds = pipe.execute()
         if cached is not None:
-            balances, positions, read_at = cache_decode(cached)
+            balances, positions, read_at, read_until = cache_decode(cached)
             age = time.time() - read_at
             if age < settings.K2_TRADING_BALANCE_CACHE_SECONDS:
-                return AccountSnapshot(balances, positions, False, read_at, holds)
+                return AccountSnapshot(balances, positions, False, read_at, holds, read_until)
             if allow_stale and age < _account_ttl():  # (the cache's expiry is in whole seconds)
                 account_refresher().submit(key, read)
-                return AccountSnapshot(balances, positions, True, read_at, holds)
-    balances, positions, read_at = read()
-    return AccountSnapshot(balances, positions, False, read_at, _holds(link_id))
+                return AccountSnapshot(balances, positions, True, read_at, holds, read_until)
+    balances, positions, read_at, read_until = read()
+    return AccountSnapshot(balances, positions, False, read_at, _holds(link_id), read_until)
 
 
 def _account_read(
     key: str, *, venue: str, credentials: Credentials, want_positions: bool
-) -> tuple[dict[str, Balance], list[Position] | None, float]:
+) -> tuple[dict[str, Balance], list[Position] | None, float, float]:
     """Read the venue and cache what it says (kept for the fresh and the stale window); also
-    returns when the read began."""
+    returns when the read began and when its answer was in."""
 
     async def get(adapter: ExchangeAdapter) -> tuple[list[Balance], list[Position] | None]:
         balances = await adapter.get_balances()
@@ -323,9 +334,10 @@ def _account_read(
     balances, positions = venue_call(
         venue, get, credentials=credentials, timeout=settings.K2_TRADING_VENUE_TIMEOUT_SECONDS
     )
+    read_until = time.time()
     by_currency = {b.currency: b for b in balances}
-    _account_put(key, by_currency, positions, read_at)
-    return by_currency, positions, read_at
+    _account_put(key, by_currency, positions, read_at, read_until)
+    return by_currency, positions, read_at, read_until
 
 
 # Writes a snapshot (KEYS[1]) and when its venue read began (KEYS[2], beside it: the snapshot is
@@ -343,7 +355,11 @@ return 1
 
 
 def _account_put(
-    key: str, balances: dict[str, Balance], positions: list[Position] | None, read_at: float
+    key: str,
+    balances: dict[str, Balance],
+    positions: list[Position] | None,
+    read_at: float,
+    read_until: float,
 ) -> None:
     """Cache a snapshot for the rest of its window, unless the cache holds a newer one (a push
     that arrived while this read was under way). The comparison and the write are one step (a
@@ -353,7 +369,7 @@ def _account_put(
     if settings.K2_TRADING_BALANCE_CACHE_SECONDS <= 0 or left <= 0:
         return
     keys = [cache.make_and_validate_key(key), cache.make_and_validate_key(f"{key}:read_at")]
-    value = cache_encode((balances, positions, read_at))
+    value = cache_encode((balances, positions, read_at, read_until))
     redis_run_script(_PUT_IF_NEWER, keys=keys, args=[value, repr(read_at), _whole_seconds(left)])
 
 
@@ -411,8 +427,8 @@ def account_refresher() -> _Refresher:
 
 def _account_keys(link_id: Any) -> list[str]:
     """The cached snapshots of one link, without and with positions: (balances, positions,
-    when the venue was read as a Unix time)."""
-    return [f"k2:trading:account:v3:{link_id}:{positions}" for positions in (0, 1)]
+    when the venue read began and when its answer was in, as Unix times)."""
+    return [f"k2:trading:account:v4:{link_id}:{positions}" for positions in (0, 1)]
 
 
 def account_snapshot_store(*, link_id: Any, balances: Iterable[Balance], read_at: float) -> None:
@@ -420,7 +436,7 @@ def account_snapshot_store(*, link_id: Any, balances: Iterable[Balance], read_at
     at `read_at` (Unix time), so the next order need not ask the venue. The snapshot with
     positions is dropped (a push carries none)."""
     without, with_positions = _account_keys(link_id)
-    _account_put(without, {b.currency: b for b in balances}, None, read_at)
+    _account_put(without, {b.currency: b for b in balances}, None, read_at, read_at)
     cache.delete(with_positions)
 
 
@@ -440,13 +456,17 @@ def _holds(link_id: Any, client: Any = None) -> Any:
     return (client or redis_client()).zrangebyscore(_holds_key(link_id), since, "+inf")
 
 
+def _first_since(holds: list[bytes], when: float) -> int:
+    """Where the hold entries (in time order) recorded from `when` on begin."""
+    return bisect.bisect_left(holds, when, key=lambda entry: float(entry.split(b" ", 1)[0]))
+
+
 def _less_holds(balances: dict[str, Balance], holds: list[bytes], read_at: float) -> dict[str, Balance]:
     """The snapshot less what orders placed since its venue read hold (those before it are in
     the venue's own figures). `holds` come in time order: only those from `read_at` on are read
     (an active user has hundreds in the window, a fresh snapshot is younger than most)."""
     held: dict[str, Decimal] = {}
-    since = bisect.bisect_left(holds, read_at, key=lambda entry: float(entry.split(b" ", 1)[0]))
-    for entry in holds[since:]:
+    for entry in holds[_first_since(holds, read_at) :]:
         _when, _order, currency, figure = entry.decode().split(" ")
         held[currency] = held.get(currency, Decimal(0)) + Decimal(figure)
     if not held:
@@ -511,6 +531,9 @@ def account_holds_apply(*, inputs: RiskInputs, link_id: Any, submitted: Iterable
         except Exception as exc:  # as when recording one: a cache fault must not stop the order
             log.warning("balance_holds_unavailable", link_id=str(link_id), error=repr(exc))
     inputs.balances = _less_holds(account.balances, holds, account.read_at)
+    # Taken off as not in the venue's figures, though recorded before its answer: those orders
+    # may have reached the venue before it answered, and be counted twice.
+    inputs.holds_in_doubt = _first_since(holds, account.read_at) < _first_since(holds, account.read_until)
 
 
 def account_snapshot_reserve(*, link_id: Any, order: Order, instrument: Instrument) -> bool:
@@ -591,12 +614,13 @@ def risk_gather(
     link_id: Any,
     credentials: Credentials,
     allow_stale: bool = True,
+    fresh_account: bool = False,
     config: selectors.RiskConfig | None = None,
 ) -> RiskInputs:
     """What the checks need from outside the database. Skipped entirely under a halt switch;
     a venue that cannot be reached is recorded (the order is then refused, never sent blind).
-    `allow_stale`: see `account_snapshot`. `config`: the switches and limits, if already read
-    for this order (`selectors.risk_config`)."""
+    `allow_stale`, `fresh_account` (its `fresh`): see `account_snapshot`. `config`: the switches
+    and limits, if already read for this order (`selectors.risk_config`)."""
     switches, limit_rows = config or selectors.risk_config(
         user_id=order.user_id, venue=order.exchange, instrument_type=order.instrument_type
     )
@@ -621,19 +645,21 @@ def risk_gather(
             credentials=credentials,
             want_positions=want_positions,
             allow_stale=allow_stale,
-            fresh=event_sell,
+            fresh=fresh_account or event_sell,
         )
     except ex.ExchangeError as error:
         inputs.venue_error = error
     return inputs
 
 
-# Refusals that depend on the account snapshot: never made from a stale one.
+# Refusals that depend on the account snapshot: never made from one in doubt (stale, or holds
+# taken off that its venue read may have counted: `RiskInputs.account_in_doubt`).
 ACCOUNT_CODES = frozenset({"INSUFFICIENT_BALANCE", "INSUFFICIENT_POSITION", "RISK_MAX_POSITION"})
 
 
 class AccountSnapshotStale(Exception):
-    """The checks would refuse the order on a stale account snapshot: read the venue, check again."""
+    """The checks would refuse the order on an account snapshot in doubt
+    (`RiskInputs.account_in_doubt`): read the venue, check again."""
 
 
 class KillSwitchesChanged(Exception):

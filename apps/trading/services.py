@@ -512,13 +512,14 @@ def order_place(*, user: Any, data: OrderInput, actor: Any = None) -> PlaceResul
             order = _order_risk_check(
                 order=order, instrument=instrument, link_id=link.pk, inputs=inputs, actor=actor
             )
-        except (risk.AccountSnapshotStale, risk.KillSwitchesChanged):
+        except (risk.AccountSnapshotStale, risk.KillSwitchesChanged) as again:
             inputs = risk.risk_gather(
                 order=order,
                 instrument=instrument,
                 link_id=link.pk,
                 credentials=credentials,
                 allow_stale=False,
+                fresh_account=isinstance(again, risk.AccountSnapshotStale),
             )
             order = _order_risk_check(
                 order=order, instrument=instrument, link_id=link.pk, inputs=inputs, actor=actor, last_try=True
@@ -599,9 +600,10 @@ def _order_risk_check(
 ) -> Order:
     """`order` is the intent as `_order_create` stored it. While it is still pending nothing else
     has changed it, so only its status is locked and read here. A kill switch that became active
-    while the inputs were gathered (`KillSwitchesChanged`), or a refusal that rests on a stale
-    account snapshot (`AccountSnapshotStale`), sends the caller to gather them again, once
-    (`last_try` then). Under the lock, the holds read with the snapshot are completed with those
+    while the inputs were gathered (`KillSwitchesChanged`), or a refusal that rests on an
+    account snapshot in doubt (stale, or holds taken off that its venue read may have counted:
+    `AccountSnapshotStale`), sends the caller to gather them again, the account read afresh,
+    once (`last_try` then). Under the lock, the holds read with the snapshot are completed with those
     of orders submitted since (`risk.account_holds_apply`), and this order's hold is recorded
     before the lock is let go: concurrent orders of one user are checked against the balance one
     after the other, each seeing the others' holds.
@@ -626,7 +628,7 @@ def _order_risk_check(
                     order=order, instrument=instrument, inputs=inputs, now=now, activity=activity
                 )
             except RiskRejection as rejection:
-                if inputs.account_stale and rejection.code in risk.ACCOUNT_CODES and not last_try:
+                if inputs.account_in_doubt and rejection.code in risk.ACCOUNT_CODES and not last_try:
                     raise risk.AccountSnapshotStale() from rejection  # nothing written: rolled back
                 order.metadata = {**order.metadata, "rejection": rejection.details, "rejected_by": "risk"}
                 order_transition(

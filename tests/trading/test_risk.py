@@ -400,6 +400,49 @@ def test_concurrent_buys_cannot_both_spend_one_balance(make_trader: Any, setting
     assert {(o.error_code, o.metadata["rejected_by"]) for o in refusals} == {("INSUFFICIENT_BALANCE", "risk")}
 
 
+def test_a_hold_the_venue_read_may_have_counted_already_does_not_refuse_an_order(
+    make_trader: Any, settings: Any
+) -> None:
+    """A venue read under way while another order of the user is placed may answer after that
+    order rested: its figures then hold the order, and its hold, recorded after the read began,
+    was taken off them again. Orders the account could pay for were refused until the next read
+    (seconds; after six buys at once, 128 of the next 150 small ones). A refusal resting on a
+    hold recorded while the snapshot's read was under way now reads the venue again first."""
+    import time
+
+    from django.core.cache import cache
+
+    from apps.trading import risk
+    from tests.trading.conftest import order_of
+
+    settings.K2_TRADING_BALANCE_CACHE_SECONDS = 60  # no read but the one this test asks for
+    trader = make_trader({"USD": "1000", "BTC": "0"})  # room for one 0.01 BTC buy (~620 USD)
+    first = order_of(trader.place(quantity="0.01"))
+    assert first.status == "open"
+    link_id = trader.user.exchange_links.get().pk
+    (hold,) = risk._holds(link_id)
+    held_at = float(hold.split(b" ")[0])
+    # The venue's figures with the first order on hold, as a read begun just before its hold
+    # was recorded and answered once it rested would have them.
+    with_first = risk.account_snapshot(
+        link_id=link_id, venue="cryptocom", credentials=_credentials(trader), want_positions=False, fresh=True
+    ).balances
+    name = risk._account_keys(link_id)[0]
+    cache.delete_many([name, f"{name}:read_at"])
+    risk._account_put(name, with_first, None, held_at - 0.005, time.time())
+
+    def balance_reads() -> int:
+        calls = AuditEntry.objects.filter(action="exchange.call")
+        return calls.filter(details__method="private/user-balance").count()
+
+    reads = balance_reads()
+    second = trader.place(quantity="0.001")  # ~62 USD of the ~380 left
+    assert second.status_code == 201, second.content
+    assert order_of(second).status == "open"
+    assert balance_reads() == reads + 1  # the venue, read again
+    assert trader.venue_state()["orders"] == 2
+
+
 def _btc_limit(trader: Trader, **fields: Any) -> Order:
     """An unsaved BTC-USD limit order of the trader's, at 60000."""
     return Order(
@@ -489,7 +532,7 @@ def test_a_balance_snapshot_is_never_replaced_by_an_older_one_even_by_concurrent
 
     def put(read_at: float) -> None:
         usd = Balance(currency="USD", total=Decimal(1), available=Decimal(1), on_hold=Decimal(0))
-        risk._account_put(key, {"USD": usd}, None, read_at)
+        risk._account_put(key, {"USD": usd}, None, read_at, read_at)
 
     def cached_read_at() -> float:
         return cache.get(key)[2]
