@@ -71,6 +71,7 @@ class Result:
     app_ms: list[float] = field(default_factory=list)  # K2: Django's own time (Server-Timing)
     window: tuple[datetime, datetime] | None = None  # K2: when the timed orders ran
     web_cpu_ms: float | None = None  # K2: the web processes' CPU time per timed order
+    sim_cpu_ms: float | None = None  # K2: the simulator's, likewise (the host's speed meanwhile)
     split: list[int] = field(default_factory=list)  # K2: the clients' connections per web worker
 
     def pct(self, q: float) -> float:
@@ -361,6 +362,7 @@ async def through_k2(
     plans: list[list[float]],
     price: Decimal,
     web_pid: int,
+    sim_pid: int,
 ) -> Result:
     sessions = [
         httpx.AsyncClient(base_url=web, headers={"Authorization": f"Bearer {t['token']}"}, timeout=30)
@@ -388,11 +390,12 @@ async def through_k2(
         app_ms.clear()
         split = connections_per_worker(web_pid, int(web.rsplit(":", 1)[1]))
         started = datetime.now(UTC)
-        cpu_before = cpu_seconds(web_pid)
+        cpu_before, sim_before = cpu_seconds(web_pid), cpu_seconds(sim_pid)
         result = await drive(sessions, plans, send)
         result.window = (started, datetime.now(UTC))
         result.split = split
         result.web_cpu_ms = (cpu_seconds(web_pid) - cpu_before) / len(result.samples) * 1000
+        result.sim_cpu_ms = (cpu_seconds(sim_pid) - sim_before) / len(result.samples) * 1000
     finally:
         for http in sessions:
             await http.aclose()
@@ -434,7 +437,8 @@ async def run(args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
             accounts = traders if keys > 1 else who
             d = await direct(sim, accounts, plans, price, keys=keys)
             await cancel_everything(sim, accounts)
-            k = await through_k2(web, sim, who, plans, price, web_proc.pid)
+            assert simulator.proc is not None
+            k = await through_k2(web, sim, who, plans, price, web_proc.pid, simulator.proc.pid)
             await cancel_everything(sim, who)
             rows.append((mode, d, k))
         return rows
@@ -514,6 +518,11 @@ def main(argv: list[str]) -> int:
     split = ", ".join(f"{mode.split(',')[0]} {'/'.join(map(str, k.split))}" for mode, _, k in rows)
     print(f"K2 clients' connections per web worker: {split}")
     print(f"web CPU per K2 order, ms (every web worker, user + system, the phase's timed orders): {cpu}")
+    sim_cpu = ", ".join(f"{mode.split(',')[0]} {k.sim_cpu_ms:.2f}" for mode, _, k in rows)
+    print(
+        f"simulator CPU per K2 order, ms (the same work in every run of a phase: higher along with the "
+        f"web's, the host was slower in that phase): {sim_cpu}"
+    )
     print(host_speed)
     return 0
 
