@@ -61,8 +61,14 @@ SWITCH_INTERVAL_SECONDS = 0.001
 
 
 class Server(uvicorn.Server):
-    """uvicorn, collecting garbage on its ticks (`k2.handlers.collect_on_tick`): the web
-    process has the automatic collector off, so that it never runs inside a request."""
+    """uvicorn in a process set up to serve: the automatic garbage collector off, so that it
+    never runs inside a request (`k2.handlers` collects between requests, and on this server's
+    ticks: `collect_on_tick`), and a 1 ms GIL switch interval."""
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        gc.disable()
+        super().run(sockets)
 
     async def on_tick(self, counter: int) -> bool:
         from k2.asgi import django_asgi_app
@@ -73,9 +79,6 @@ class Server(uvicorn.Server):
 
 
 def _config(host: str, port: int, log_level: str) -> Any:
-    """uvicorn's configuration, for this process (the interpreter set up to serve) or a worker."""
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    gc.disable()  # k2.handlers collects between requests, and on the server's ticks
     # As the Procfile ran uvicorn: no access log (the audit log records every request), no
     # lifespan (Django has none).
     return uvicorn.Config(APP, host=host, port=port, lifespan="off", access_log=False, log_level=log_level)

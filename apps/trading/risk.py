@@ -215,15 +215,11 @@ class RiskInputs:
         return self.account.positions if self.account is not None else None
 
     @property
-    def account_stale(self) -> bool:
-        """Balances and positions from a stale snapshot (see `account_snapshot`)."""
-        return self.account is not None and self.account.stale
-
-    @property
     def account_in_doubt(self) -> bool:
-        """An account refusal made on these inputs may be wrong: the snapshot is stale, or holds
-        were taken off that its venue read may have counted already. Read the venue again."""
-        return self.account_stale or self.holds_in_doubt
+        """An account refusal made on these inputs may be wrong: the snapshot is stale (see
+        `account_snapshot`), or holds were taken off that its venue read may have counted
+        already. Read the venue again."""
+        return (self.account is not None and self.account.stale) or self.holds_in_doubt
 
 
 def reference_price(instrument: Instrument) -> tuple[Decimal | None, str]:
