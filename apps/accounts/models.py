@@ -8,6 +8,7 @@ the JWT private keys encrypted with the vault.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -105,6 +106,16 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
     def __str__(self) -> str:
         return self.email
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A full save of an existing user writes every field but `admin_session_epoch`: only
+        `session_revoke_all` raises it, in the database, so an instance read before a revocation
+        (an admin change form, a password form) cannot write the old epoch back and revive the
+        admin sessions it ended."""
+        full = not args and kwargs.get("update_fields") is None and not kwargs.get("force_insert")
+        if full and not self._state.adding:
+            kwargs["update_fields"] = _user_fields_saved_in_full()
+        super().save(*args, **kwargs)
+
     # Django's session auth hash is an HMAC of the password hash (django.contrib.auth.get_user
     # flushes a session whose stored hash no longer matches); K2 adds `admin_session_epoch`. At
     # 0 it is Django's own, so sessions from before the field stay valid. Both the current and
@@ -125,6 +136,13 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
     def _epoch_session_auth_hash(self, *, secret: str | bytes | None) -> str:
         value = f"{self.password}:{self.admin_session_epoch}"
         return salted_hmac(_SESSION_AUTH_HASH_SALT, value, secret=secret, algorithm="sha256").hexdigest()
+
+
+@functools.cache
+def _user_fields_saved_in_full() -> tuple[str, ...]:
+    return tuple(
+        f.name for f in User._meta.concrete_fields if not f.primary_key and f.name != "admin_session_epoch"
+    )
 
 
 class OAuthIdentity(BaseModel):

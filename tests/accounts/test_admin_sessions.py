@@ -131,6 +131,20 @@ def test_staff_revoke_all_action_ends_the_users_admin_sessions(staff, root):
     assert admin_client().get("/admin/").status_code == 200  # a new sign-in still works
 
 
+def test_a_save_of_the_user_read_before_a_revocation_does_not_revive_its_admin_sessions(staff, root):
+    browser = admin_client()
+    read_before = User.objects.get(pk=staff.pk)  # e.g. an admin change form's instance
+    services.session_revoke_all(user=User.objects.get(pk=staff.pk), actor=root)
+    assert not signed_in(browser)
+
+    read_before.display_name = "Ops"
+    read_before.save()
+
+    staff.refresh_from_db()
+    assert (staff.display_name, staff.admin_session_epoch) == ("Ops", 1)
+    assert not signed_in(browser)
+
+
 def test_a_revoked_admin_session_stays_ended_across_a_secret_key_rotation(settings, staff):
     revoked = admin_client()
     services.session_revoke_all(user=staff, actor=staff)  # no request of `revoked` in between
