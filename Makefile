@@ -48,7 +48,7 @@ fmt: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.dev-installed
-	$(PY) -m k2.devstack run -- $(PY) -m bench $(ARGS)
+	$(PY) -m k2.devstack run --durable -- $(PY) -m bench $(ARGS)
 
 shell: $(VENV)/.base-installed
 	$(PY) manage.py shell

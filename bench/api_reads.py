@@ -1,6 +1,6 @@
 """Read endpoints through K2's web process: latency (p50/p99) and web CPU per request.
 
-    python -m k2.devstack run -- python -m bench api_reads [--requests 300] [--orders 40]
+    python -m k2.devstack run --durable -- python -m bench api_reads [--requests 300] [--orders 40]
 
 A user with a linked Crypto.com simulator account places `--orders` resting limit orders and two
 market orders through K2 (untimed; the market orders' fills are recorded by reconciliation, as

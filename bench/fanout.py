@@ -1,6 +1,6 @@
 """WebSocket price fan-out: K2 /ws/prices vs a bare `websockets` broadcast server, same run.
 
-    .venv/bin/python -m k2.devstack run -- .venv/bin/python -m bench.fanout \\
+    .venv/bin/python -m k2.devstack run --durable -- .venv/bin/python -m bench.fanout \\
         --clients 100,1000,5000 --instruments 10 --rate 2 --duration 10
 
 For each client count N, each server in turn (K2: uvicorn serving k2.asgi with the real consumer,

@@ -1,7 +1,7 @@
 """GET /v1/portfolio/summary latency with both venues answering after injected delays: it must
 track the slower venue, not the sum of both, and stay within the per-venue bound.
 
-    python -m k2.devstack run -- python -m bench portfolio_summary [--requests 30] [--bound 1.0]
+    python -m k2.devstack run --durable -- python -m bench portfolio_summary [--requests 30] [--bound 1.0]
 
 Everything is real and local: the Crypto.com and Kalshi simulators each in their own process, K2's
 web process (uvicorn) in another, PostgreSQL and Redis from the devstack. One user holds both
@@ -215,7 +215,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.requests = max(5, min(args.requests, 500))
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        print("run under the devstack: python -m k2.devstack run -- python -m bench portfolio_summary")
+        print(
+            "run under the devstack: python -m k2.devstack run --durable -- python -m bench portfolio_summary"
+        )
         return 2
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
     rows = asyncio.run(asyncio.wait_for(run(args), timeout=600))

@@ -1,7 +1,7 @@
 """Order placement through K2 (HTTP -> auth -> risk -> venue simulator -> response) vs the adapter
 calling the same simulator directly, in the same run: p50/p99, sequential and concurrent.
 
-    python -m k2.devstack run -- python -m bench trading [--orders 200] [--clients 20] [--rate 20]
+    python -m k2.devstack run --durable -- python -m bench trading [--orders 200] [--clients 20] [--rate 20]
 
 Everything is real and local: the Crypto.com simulator in its own process, K2's web process
 (`python -m k2.serve`, as the Procfile runs it, one worker per core) in another, the market-data
@@ -343,7 +343,7 @@ def run_measured(name: str, work: Coroutine[Any, Any, T]) -> tuple[T, str] | Non
     result, the line reporting the speed). None, with `work` not run, outside the devstack."""
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         work.close()
-        print(f"run under the devstack: python -m k2.devstack run -- python -m bench {name}")
+        print(f"run under the devstack: python -m k2.devstack run --durable -- python -m bench {name}")
         return None
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "k2.settings")
     before = host_speed_ms()
@@ -508,6 +508,7 @@ def main(argv: list[str]) -> int:
         f"paced arrivals: {crowded} orders due within {BURST_WINDOW * 1000:g} ms after 3 or more others; "
         f"at most {most} orders due in one {BURST_WINDOW * 1000:g} ms window"
     )
+    print(durability())
     from apps.trading.models import Order
 
     sources = Counter(Order.objects.values_list("metadata__price_source", flat=True))
@@ -525,6 +526,18 @@ def main(argv: list[str]) -> int:
     )
     print(host_speed)
     return 0
+
+
+def durability() -> str:
+    """How the database commits: production flushes each commit (`make bench` runs the devstack
+    with `--durable`); the test suite's throwaway database does not, and is faster for it."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+        fsync, synchronous_commit = cursor.fetchone()
+    production = "as in production" if (fsync, synchronous_commit) == ("on", "on") else "NOT as in production"
+    return f"PostgreSQL commits: fsync {fsync}, synchronous_commit {synchronous_commit} ({production})"
 
 
 def balance_reads(result: Result) -> int:

