@@ -328,14 +328,14 @@ def test_each_push_carries_the_updated_at_the_order_was_written_with(
     assert len(set(times)) == len(times)
 
 
-def celery_queue(settings: Any) -> Callable[[], list[tuple[str, list[Any]]]]:
-    """Empties the workers' queue; returns what reads the (task, args) queued since."""
+@pytest.fixture
+def celery_queue(settings: Any) -> Iterator[Callable[[], Callable[[], list[tuple[str, list[Any]]]]]]:
+    """Call to empty the workers' queue; it returns what reads the (task, args) queued since."""
     import base64
 
     import redis
 
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("celery")
 
     def queued() -> list[tuple[str, list[Any]]]:
         out = []
@@ -345,16 +345,21 @@ def celery_queue(settings: Any) -> Callable[[], list[tuple[str, list[Any]]]]:
             out.append((message["headers"]["task"], args))
         return out
 
-    return queued
+    def empty() -> Callable[[], list[tuple[str, list[Any]]]]:
+        broker.delete("celery")
+        return queued
+
+    yield empty
+    broker.close()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_stream_that_connects_queues_a_reconciliation_of_its_live_orders(
-    trader: Trader, user_streams: Callable[[], StreamRunner], settings: Any
+    trader: Trader, user_streams: Callable[[], StreamRunner], celery_queue: Callable[[], Any]
 ) -> None:
     """What a stream missed while down is reconciled by the workers, not in the stream process
     (one link's venue reads there would hold up every other user's messages)."""
-    queued = celery_queue(settings)
+    queued = celery_queue()
     resting = order_of(trader.place())
     runner = user_streams()
     eventually(lambda: runner.supervisor.connects >= 1)
@@ -364,14 +369,14 @@ def test_a_stream_that_connects_queues_a_reconciliation_of_its_live_orders(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_order_update_the_stream_could_not_read_queues_a_reconciliation_of_the_links_orders(
-    trader: Trader, user_streams: Callable[[], StreamRunner], settings: Any
+    trader: Trader, user_streams: Callable[[], StreamRunner], celery_queue: Callable[[], Any]
 ) -> None:
     """The stream skips a message it cannot translate (and keeps its connection): it may have
     been an order update or a fill, so the follower has the link's live orders reconciled, as
     after a reconnect, rather than leave them to the periodic task."""
     runner = user_streams()
     eventually(lambda: runner.supervisor.connects >= 1)
-    queued = celery_queue(settings)
+    queued = celery_queue()
     trader.sim.fault("malformed_ws", method="user.order*")
     resting = order_of(trader.place())  # the venue's update of it goes out unreadable
     task = ("apps.trading.tasks.order_reconcile_task", [str(resting.pk)])
