@@ -122,6 +122,34 @@ async def test_cryptocom_untranslatable_order_update_is_skipped_and_the_next_arr
     assert stream.credentials.api_secret not in logged
 
 
+async def test_cryptocom_a_message_with_several_untranslatable_rows_makes_one_resync(
+    cryptocom_sim, cryptocom_adapter, caplog
+):
+    """The subscription's snapshot of the open orders comes as one message of several rows: the
+    consumer is told to resync once for it (the follower reconciles the link's orders once), not
+    once per row."""
+    caplog.set_level(logging.WARNING)
+    price = ((await cryptocom_adapter.get_ticker("BTC-USD")).bid * D("0.9")).quantize(D("0.01"))
+    for _ in range(3):
+        await cryptocom_adapter.place_order(
+            OrderRequest(
+                "BTC-USD", Side.BUY, OrderType.LIMIT, D("0.001"), f"r-{uuid.uuid4().hex[:12]}", price=price
+            )
+        )
+    cryptocom_sim.fault("malformed_ws", method="user.order*")  # the snapshot of the three goes out malformed
+    stream = cryptocom_adapter.user_stream(["BTC-USD"])
+    async with stream:
+        events = aiter(stream)
+        request = OrderRequest(
+            "BTC-USD", Side.BUY, OrderType.LIMIT, D("0.001"), f"m-{uuid.uuid4().hex[:12]}", price=price
+        )
+        seen = await until(events, lambda e: isinstance(e, BalanceUpdate))  # subscribed, snapshots sent
+        seen += await place_and_cancel(cryptocom_adapter, cryptocom_sim, request, events)
+    assert sorted(states(seen)) == ["connected", "resync"]
+    assert (stream.stats.skipped, stream.stats.connects, stream.stats.reconnects) == (3, 1, 0)
+    assert len(skipped_warnings(caplog, "cryptocom")) == 3
+
+
 async def test_kalshi_untranslatable_order_update_is_skipped_and_the_next_arrives_on_the_same_connection(
     kalshi_adapter, kalshi_sim, caplog
 ):

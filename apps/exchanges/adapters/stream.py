@@ -167,10 +167,11 @@ class ReconnectingStream(Generic[E, S]):
             log.warning("stream_queue_full", venue=self.venue, size=self._queue.maxsize)
             raise Reconnect("consumer too slow: event queue full") from None
 
-    def skip(self, channel: str, error: BaseException, payload: Any) -> None:
+    def skip(self, channel: str, error: BaseException, payload: Any, *, resync: bool = True) -> None:
         """Log a data message that could not be translated (`UNTRANSLATABLE`) and go on without
         it. Venue data carries no credentials (those go in headers and the auth command only);
-        the excerpt is bounded all the same. On a user stream the consumer then hears "resync"."""
+        the excerpt is bounded all the same. On a user stream the consumer then hears "resync"
+        (unless `resync` is False: the caller tells it once for several rows, `resync_skipped`)."""
         self.stats.skipped += 1
         log.warning(
             "stream_message_skipped",
@@ -180,6 +181,11 @@ class ReconnectingStream(Generic[E, S]):
             payload=_excerpt(payload),
             skipped=self.stats.skipped,
         )
+        if resync:
+            self.resync_skipped(channel)
+
+    def resync_skipped(self, channel: str) -> None:
+        """On a user stream, tell the consumer to resync after what `skip` left out."""
         if self.resync_on_skip:
             self.emit(StreamStatus("resync", self.stats.skipped, f"skipped a message on {channel}"[:200]))
 

@@ -160,15 +160,21 @@ class CryptocomStream(ReconnectingStream[E, StreamSettings]):
         raise NotImplementedError
 
     def emit_rows(self, result: dict[str, Any], translate_row: Callable[[Any], Any]) -> None:
-        """Emit each data row translated; one that cannot be is skipped, the rest still arrive."""
+        """Emit each data row translated; one that cannot be is skipped, the rest still arrive,
+        and then (a user stream) one resync for the message, however many of its rows were
+        skipped."""
         subscription = str(result.get("subscription") or result["channel"])
+        skipped = False
         for row in rows(result):
             try:
                 event = translate_row(row)
             except UNTRANSLATABLE as exc:
-                self.skip(subscription, exc, row)
+                self.skip(subscription, exc, row, resync=False)
+                skipped = True
                 continue
             self.emit(event)
+        if skipped:
+            self.resync_skipped(subscription)
 
 
 def rows(result: dict[str, Any]) -> list[Any]:
