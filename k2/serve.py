@@ -25,6 +25,9 @@ This process also supervises: it starts the workers, starts a new one in place o
 SIGTERM or SIGINT stops accepting, stops the workers (each one's uvicorn shuts down gracefully)
 and waits for them.
 
+An idle keep-alive connection stays open `WEB_KEEPALIVE_SECONDS` (75), longer than the idle
+timeout of a load balancer in front (`KEEPALIVE_SECONDS`).
+
 A process that serves (the one worker, or each of several) has CPython's automatic garbage
 collector off, `k2.handlers` collecting between requests and on the server's tick instead, and
 a 1 ms GIL switch interval (`SWITCH_INTERVAL_SECONDS`).
@@ -58,6 +61,11 @@ USAGE = "Serve K2's web application (HTTP API, admin, WebSockets) with uvicorn."
 # (bursts of orders on each worker), interleaved runs: p99 overhead 17.6-27.3 ms (7 runs) at
 # 1 ms, 22.7-25.2 ms (4 runs) at 5 ms.
 SWITCH_INTERVAL_SECONDS = 0.001
+# How long an idle keep-alive connection stays open (`WEB_KEEPALIVE_SECONDS`; uvicorn's default
+# is 5 s). Longer than the idle timeout of the load balancer in front (AWS's ALB: 60 s): a server
+# that closes first can close a connection just as the balancer sends a request on it, which
+# the client gets as a 502, for an order as for anything else.
+KEEPALIVE_SECONDS = 75
 
 
 class Server(uvicorn.Server):
@@ -78,10 +86,21 @@ class Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def _keepalive_seconds() -> int:
+    """`WEB_KEEPALIVE_SECONDS`, else `KEEPALIVE_SECONDS`; ValueError unless a whole number > 0."""
+    value = int(os.environ.get("WEB_KEEPALIVE_SECONDS") or KEEPALIVE_SECONDS)
+    if value < 1:
+        raise ValueError(value)
+    return value
+
+
 def _config(host: str, port: int, log_level: str) -> Any:
     # As the Procfile ran uvicorn: no access log (the audit log records every request), no
     # lifespan (Django has none).
-    return uvicorn.Config(APP, host=host, port=port, lifespan="off", access_log=False, log_level=log_level)
+    return uvicorn.Config(
+        APP, host=host, port=port, lifespan="off", access_log=False, log_level=log_level,
+        timeout_keep_alive=_keepalive_seconds(),
+    )  # fmt: skip
 
 
 def _worker(channel: socket.socket, load: Any, slot: int, log_level: str) -> None:
@@ -287,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    try:
+        _keepalive_seconds()
+    except ValueError:
+        parser.error("WEB_KEEPALIVE_SECONDS must be a whole number of seconds, at least 1")
     if args.workers == 1:
         Server(_config(args.host, args.port, args.log_level)).run()
         return 0

@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
 
 
-def _serve(port: int, *args: str) -> subprocess.Popen[str]:
+def _serve(port: int, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "k2.serve", "--port", str(port), "--log-level", "warning", *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -170,3 +171,48 @@ def test_a_port_already_served_is_refused_rather_than_shared():
             assert f"127.0.0.1:{port} is already in use" in proc.stdout.read()
         finally:
             _stop(proc)
+
+
+def _health_on(connection: socket.socket) -> bool:
+    """GET /healthz on an open keep-alive connection: whether its whole answer came back (False:
+    the server had closed the connection)."""
+    try:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                return False
+            answer += chunk
+    except OSError:
+        return False
+    return answer.startswith(b"HTTP/1.1 200")
+
+
+def test_an_idle_keep_alive_connection_stays_open_for_web_keepalive_seconds():
+    """Past uvicorn's own 5 s (a load balancer in front keeps its connections 60 s, and sends
+    requests on them until then), and closed once WEB_KEEPALIVE_SECONDS is up."""
+    port = free_port()
+    proc = _serve(port, "--workers", "2", env={"WEB_KEEPALIVE_SECONDS": "8"})
+    try:
+        _wait_healthy(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            assert _health_on(connection)
+            time.sleep(6)
+            assert _health_on(connection)  # idle for 6 s: still open
+            idle_from = time.monotonic()
+            connection.settimeout(15)
+            assert connection.recv(1) == b""  # the server closes it...
+            assert 7 <= time.monotonic() - idle_from <= 11  # ...once idle for 8 s
+    finally:
+        _stop(proc)
+
+
+def test_a_keep_alive_that_is_not_a_number_of_seconds_is_refused_at_start():
+    proc = _serve(free_port(), env={"WEB_KEEPALIVE_SECONDS": "0"})
+    try:
+        assert proc.wait(30) == 2
+        assert proc.stdout is not None
+        assert "WEB_KEEPALIVE_SECONDS must be a whole number of seconds" in proc.stdout.read()
+    finally:
+        _stop(proc)
