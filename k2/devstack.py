@@ -391,10 +391,10 @@ def _hold_lock(path: Path) -> IO[str]:
 
 
 @contextlib.contextmanager
-def stack(*, ephemeral: bool, durable: bool | None = None) -> Iterator[dict[str, str]]:
+def stack(*, ephemeral: bool, durable: bool) -> Iterator[dict[str, str]]:
     """Start what is missing; yield the environment for child processes; stop what we started.
-    `durable`: whether the servers make each write durable (default: not for throwaway data)."""
-    durable = not ephemeral if durable is None else durable
+    `ephemeral`: throwaway data in a temp dir; `durable`: the servers make each write durable
+    (PostgreSQL fsync and synchronous commits, Redis's append-only file)."""
     env: dict[str, str] = {}
     tmp: str | None = None
     if ephemeral:
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     try:
         if args.command == "serve":
-            with stack(ephemeral=False) as env:
+            with stack(ephemeral=False, durable=True) as env:
                 return serve(env)
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if not cmd:
