@@ -98,6 +98,16 @@ class Order(BaseModel):
                 condition=Q(status__in=sorted(LIVE_STATUSES)),
                 name="orders_user_instrument_live",
             ),
+            # The risk checks' daily notional (`selectors.recent_activity`): today's orders that
+            # count towards it, without the ones that never will (refused, or cancelled unfilled:
+            # most of an active trader's orders).
+            models.Index(
+                fields=["user", "instrument_type", "created_at"],
+                condition=Q(submitted_at__isnull=False)
+                & ~Q(status=OrderStatus.REJECTED)
+                & ~Q(status=OrderStatus.CANCELLED, filled_quantity=0),
+                name="orders_user_daily_notional",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -269,18 +269,26 @@ class RecentActivity:
 # for an order that may itself be refused) or one whose request died.
 _LIVE_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(LIVE_STATUSES))
 
+# What counts towards the daily notional, as the partial index `orders_user_daily_notional`
+# says it (written into the statement for the same reason): an order that passed its checks,
+# not refused by the venue, nor cancelled before anything filled.
+_COUNTS_TODAY_SQL = (
+    f"submitted_at IS NOT NULL AND status <> '{OrderStatus.REJECTED}' "
+    f"AND NOT (status = '{OrderStatus.CANCELLED}' AND filled_quantity = 0)"
+)
+
 _RECENT_ACTIVITY_SQL = f"""
 SELECT
     count(*) FILTER (WHERE created_at >= %(second)s AND NOT risk_refused),
     count(*) FILTER (WHERE created_at >= %(minute)s AND NOT risk_refused),
-    coalesce(sum(
-        CASE WHEN status = %(cancelled)s THEN round(notional * filled_quantity / quantity, 8)
-             ELSE notional END
-    ) FILTER (
-        WHERE instrument_type = %(instrument_type)s AND created_at >= %(today)s
-          AND submitted_at IS NOT NULL AND status <> %(rejected)s
-          AND NOT (status = %(cancelled)s AND filled_quantity = 0)
-    ), 0),
+    (
+        SELECT coalesce(sum(
+            CASE WHEN status = '{OrderStatus.CANCELLED}' THEN round(notional * filled_quantity / quantity, 8)
+                 ELSE notional END
+        ), 0) FROM orders
+        WHERE user_id = %(user_id)s AND instrument_type = %(instrument_type)s AND created_at >= %(today)s
+          AND id <> %(order_id)s AND {_COUNTS_TODAY_SQL}
+    ),
     ARRAY(
         SELECT quantity FROM orders
         WHERE user_id = %(user_id)s AND instrument = %(instrument)s AND id <> %(order_id)s
@@ -294,9 +302,8 @@ SELECT
     ),
     coalesce(array_agg(id) FILTER (WHERE exchange = %(venue)s AND submitted_at >= %(holds_since)s), '{{}}')
 FROM (
-    SELECT created_at, instrument_type, submitted_at, status, quantity, filled_quantity, notional,
-           (status = %(rejected)s AND error_code = ANY(%(risk_codes)s)) AS risk_refused,
-           id, exchange
+    SELECT created_at, submitted_at, exchange, id,
+           (status = %(rejected)s AND error_code = ANY(%(risk_codes)s)) AS risk_refused
     FROM orders
     WHERE user_id = %(user_id)s AND created_at >= %(since)s AND id <> %(order_id)s
 ) AS recent
@@ -320,7 +327,6 @@ class ActivityScope:
     holds_since: datetime  # orders submitted since then are listed (`RecentActivity.submitted`)
 
     def params(self) -> dict[str, Any]:
-        today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
         return {
             "user_id": self.user_id,
             "order_id": self.order_id,
@@ -330,13 +336,17 @@ class ActivityScope:
             "outcome": self.outcome,
             "second": self.now - timedelta(seconds=1),
             "minute": self.now - timedelta(minutes=1),
-            "today": today,
-            # (a minute before `holds_since`: orders created before it, submitted after)
-            "since": min(today, self.now - timedelta(minutes=1), self.holds_since - timedelta(minutes=1)),
+            "today": self.now.replace(hour=0, minute=0, second=0, microsecond=0),
+            # The last minute's orders, for the velocity checks, and those submitted since
+            # `holds_since`: created up to the reconcile grace before it (an order still pending
+            # after that is taken as abandoned, and reconciliation settles it).
+            "since": min(
+                self.now - timedelta(minutes=1),
+                self.holds_since - timedelta(seconds=settings.K2_TRADING_RECONCILE_GRACE_SECONDS),
+            ),
             "holds_since": self.holds_since,
             "venue": self.venue,
             "rejected": OrderStatus.REJECTED,
-            "cancelled": OrderStatus.CANCELLED,
             "risk_codes": sorted(self.risk_codes),
             "history": self.history,
         }
@@ -351,10 +361,13 @@ def recent_activity(scope: ActivityScope) -> RecentActivity:
     """One statement for the velocity, daily and order-size checks (other than this order).
 
     Velocity counts the user's orders created in the window, except those the risk engine itself
-    refused. The daily notional sums today's (UTC) orders of this instrument type that passed the
-    risk engine and were not refused or cancelled unfilled: what the user has committed to trade
-    today (of a cancelled order, only the part that filled). The quantities are those of the
-    user's latest orders on the instrument that reached the venue (not refused). `resting` sums
+    refused (the last minute's orders are all it reads for them). The daily notional sums today's
+    (UTC) orders of this instrument type that passed the risk engine and were not refused or
+    cancelled unfilled: what the user has committed to trade today (of a cancelled order, only
+    the part that filled). It is a subquery of its own, on a partial index without the orders
+    that cannot count: an active trader's many orders cancelled unfilled are never read. The
+    quantities are those of the user's latest orders on the instrument that reached the venue
+    (not refused). `resting` sums
     the unfilled quantity of the user's other live orders (past their checks) on the instrument,
     side and outcome, whenever placed: a subquery of its own (on a partial index), as they may
     be older than the window. `submitted` lists the user's other orders at the venue submitted

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.exchanges.models import ExchangeLink
 from apps.marketdata.models import Instrument
-from apps.trading.selectors import instrument_with_link
+from apps.trading.models import Order
+from apps.trading.selectors import _RECENT_ACTIVITY_SQL, ActivityScope, instrument_with_link, recent_activity
 
 pytestmark = pytest.mark.django_db
 
@@ -46,3 +49,61 @@ def test_instrument_with_the_users_active_link_to_its_venue(django_user_model: A
     assert found == active
     assert found is not None
     assert (found.access_token.reveal(), found.access_secret.reveal()) == ("key", "secret")
+
+
+def test_the_daily_notional_counts_what_the_user_committed_today_read_on_its_partial_index(
+    django_user_model: Any,
+) -> None:
+    """Today's orders of the type that passed their checks count: in full while live or filled, a
+    cancelled one for what filled; refused, pending, cancelled unfilled, yesterday's, another
+    type's and another user's do not. The sum is read on `orders_user_daily_notional`, so the
+    orders that cannot count (most of an active trader's) are not read at all."""
+    user = django_user_model.objects.create_user("daily@example.com", "x" * 16)
+    other = django_user_model.objects.create_user("daily-other@example.com", "x" * 16)
+    now = timezone.now()
+    made = iter(range(1_000))
+
+    def order(
+        status: str, notional: str, *, filled: str = "0", submitted: bool = True, **extra: Any
+    ) -> Order:
+        fields: dict[str, Any] = {
+            "user": user, "client_order_id": f"daily-{next(made)}", "exchange": "cryptocom",
+            "instrument": "BTC-USD", "instrument_type": "crypto", "side": "buy", "order_type": "limit",
+            "quantity": Decimal("2"), "price": Decimal("1"), "notional": Decimal(notional),
+            "status": status, "filled_quantity": Decimal(filled),
+            "submitted_at": now if submitted else None,
+        } | extra  # fmt: skip
+        return Order.objects.create(**fields)
+
+    order("open", "100")
+    order("filled", "200", filled="2")
+    order("partial", "40", filled="1")
+    order("cancelled", "80", filled="1")  # half filled: 40
+    order("submitted", "10")
+    order("unknown", "5")
+    order("cancelled", "1000")  # unfilled
+    order("rejected", "1000", error_code="EXCHANGE_REJECTED")
+    order("pending", "1000", submitted=False)
+    order("filled", "1000", filled="2", instrument="FED-26DEC-T3.75", instrument_type="event", outcome="yes")
+    order("filled", "1000", filled="2", user=other)
+    yesterday = order("filled", "1000", filled="2")
+    Order.objects.filter(pk=yesterday.pk).update(
+        created_at=now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(seconds=1)
+    )
+    for _ in range(50):
+        order("cancelled", "1000")
+    this = order("pending", "1000", submitted=False)
+    scope = ActivityScope(
+        user_id=user.pk, order_id=this.pk, instrument="BTC-USD", instrument_type="crypto",
+        venue="cryptocom", side="buy", outcome="", now=timezone.now(), risk_codes=frozenset(),
+        history=20, holds_since=timezone.now(),
+    )  # fmt: skip
+
+    assert recent_activity(scope).daily_notional == Decimal("395")
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + _RECENT_ACTIVITY_SQL, scope.params())
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "orders_user_daily_notional" in plan, plan
