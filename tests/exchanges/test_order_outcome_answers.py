@@ -99,7 +99,33 @@ async def test_kalshi_definite_refusals_of_an_order_stay_definite(kalshi_adapter
     assert kalshi_sim.account_state(kalshi_adapter.credentials.api_key)["orders"] == 1
 
 
+async def test_kalshi_exchange_paused_is_a_refusal_even_with_a_5xx(kalshi_adapter, kalshi_sim):
+    """Kalshi's own `exchange_paused` answer, with HTTP 503, says it took no order: a definite
+    refusal. As an unknown outcome it held the order `unknown` until reconciliation found nothing."""
+    request = kalshi_resting(kalshi_sim.ticker("KXBTC", 2))
+    add_fault(kalshi_sim, "maintenance", KALSHI_CREATE)
+    with pytest.raises(ex.ExchangeMaintenance) as caught:
+        await kalshi_adapter.place_order(request)
+    assert (caught.value.http_status, caught.value.venue_code) == (503, "exchange_paused")
+    assert kalshi_sim.account_state(kalshi_adapter.credentials.api_key)["orders"] == 0
+    await kalshi_adapter.place_order(request)  # trading again: nothing stands in its way
+    assert kalshi_sim.account_state(kalshi_adapter.credentials.api_key)["orders"] == 1
+
+
 # ---- Crypto.com -----------------------------------------------------------------------------
+
+
+async def test_cryptocom_maintenance_answer_is_a_refusal_even_with_a_5xx(
+    cryptocom_sim, cryptocom_adapter, cryptocom_account
+):
+    request = OrderRequest(
+        "BTC-USD", Side.BUY, OrderType.LIMIT, D("0.001"), f"g-{uuid.uuid4().hex[:16]}", price=D("1000.00")
+    )
+    add_fault(cryptocom_sim, "maintenance", "private/create-order")
+    with pytest.raises(ex.ExchangeMaintenance) as caught:
+        await cryptocom_adapter.place_order(request)
+    assert caught.value.venue_code == "9010001"
+    assert cryptocom_sim.account_state(cryptocom_account["api_key"])["orders"] == 0
 
 
 async def test_cryptocom_gateway_408_after_the_order_executed_is_outcome_unknown(

@@ -100,6 +100,31 @@ def test_yes_limit_order_rests_open_and_cancels(kalshi: Any, trader: Any) -> Non
     ]
 
 
+def test_an_order_sent_while_the_exchange_is_paused_is_rejected_at_once(kalshi: Any, trader: Any) -> None:
+    """Kalshi answers 503 `exchange_paused`: the order is rejected with EXCHANGE_MAINTENANCE, not
+    left `unknown` for reconciliation, and the venue holds nothing."""
+    client, account = trader
+    instrument, ref = market(kalshi)
+    kalshi.fault("maintenance", method="POST /portfolio/events/orders")
+    body = {
+        "instrument": instrument.symbol,
+        "side": "buy",
+        "outcome": "yes",
+        "order_type": "limit",
+        "quantity": "2",
+        "price": str((ref - Decimal("0.05")).quantize(CENT)),
+        "client_order_id": "kx-paused",
+    }
+    response = client.post("/v1/orders", body, format="json")
+    assert response.status_code == 503, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["details"]["venue"]) == ("EXCHANGE_MAINTENANCE", "kalshi")
+    order = Order.objects.get(pk=error["details"]["order_id"])
+    assert (order.status, order.metadata["rejected_by"]) == ("rejected", "venue")
+    assert not AuditEntry.objects.filter(action="order.unknown", target_id=str(order.pk)).exists()
+    assert kalshi.account_state(account["api_key_id"])["orders"] == 0
+
+
 def test_event_outcome_and_price_rules(kalshi: Any, trader: Any) -> None:
     client, _ = trader
     instrument, _ = market(kalshi)

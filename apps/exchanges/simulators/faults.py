@@ -12,6 +12,9 @@ class FaultKind(enum.StrEnum):
     LATENCY = "latency"  # delay the answer by latency_ms
     HTTP_500 = "http_500"  # answer 500 without executing
     HTTP_429 = "http_429"  # answer the venue's rate-limit error without executing
+    # answer the venue's maintenance error without executing, with HTTP 503 (Crypto.com: 9010001
+    # SYSTEM_MAINTENANCE in its envelope; Kalshi: `exchange_paused`)
+    MAINTENANCE = "maintenance"
     DROP_WS = "drop_ws"  # abort open (then newly opened) WebSocket connections
     SEQUENCE_GAP = "sequence_gap"  # skip a sequence number in the next book delta
     NO_RESPONSE = "no_response"  # execute, then hold latency_ms and close without answering

@@ -164,7 +164,8 @@ class SimulatorServer(abc.ABC):
 
     @abc.abstractmethod
     def http_error(self, kind: FaultKind, method: str) -> web.Response:
-        """The venue's own answer for an injected 500, 429 or timeout (`TIMEOUT_AFTER_EXECUTE`)."""
+        """The venue's own answer for an injected 500, 429, maintenance or timeout
+        (`TIMEOUT_AFTER_EXECUTE`)."""
 
     @abc.abstractmethod
     def malformed(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +273,7 @@ class SimulatorServer(abc.ABC):
             return await handler(request)
         if fault := self.faults.take(FaultKind.LATENCY, method):
             await asyncio.sleep(fault.latency_ms / 1000)
-        for kind in (FaultKind.HTTP_500, FaultKind.HTTP_429):
+        for kind in (FaultKind.HTTP_500, FaultKind.HTTP_429, FaultKind.MAINTENANCE):
             if self.faults.take(kind, method):
                 return self.http_error(kind, method)
         lost = self.faults.take(FaultKind.NO_RESPONSE, method)

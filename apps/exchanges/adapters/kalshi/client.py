@@ -241,12 +241,18 @@ def _may_have_executed(status: int, error: ex.ExchangeError) -> bool:
       ran out, which may be after it forwarded the request (the order then rests at the venue).
     - Any other status whose body is the venue's own internal or timeout error (`ExchangeUnavailable`,
       `ExchangeTimeout`): yes, as the Crypto.com client treats its venue's 40801/50001.
+    - A body saying the exchange is paused or closed (`ExchangeMaintenance`: `exchange_paused`,
+      `exchange_closed`), whatever the status, 503 included: no. That is the venue's own word that
+      it takes no orders, not a failure while handling one (the Crypto.com client likewise takes its
+      venue's 9010001 SYSTEM_MAINTENANCE as a refusal).
     - 429: no, and never reaches here. The limit is checked before the request is processed (spec
       section 6), so it is backed off and retried like a safe request.
     - 400 (invalid order, price, count; insufficient balance), 401/403 (authentication, scope), 404
       (unknown market), 409 (duplicate client order id, market closed) and other 4xx: no. The venue
       looked at the request and refused it: a definite answer.
     """
+    if isinstance(error, ex.ExchangeMaintenance):
+        return False
     if status >= 500 or status == 408:
         return True
     return isinstance(error, ex.ExchangeUnavailable | ex.ExchangeTimeout)

@@ -193,6 +193,8 @@ class CryptocomSimulator(SimulatorServer):
     def http_error(self, kind: FaultKind, method: str) -> web.Response:
         if kind is FaultKind.TIMEOUT_AFTER_EXECUTE:  # the venue's own timeout answer (spec: HTTP 408)
             code, status = codes.REQUEST_TIMEOUT, codes.http_status(codes.REQUEST_TIMEOUT)
+        elif kind is FaultKind.MAINTENANCE:  # the spec gives no status: 503, as for maintenance
+            code, status = codes.SYSTEM_MAINTENANCE, 503
         else:
             code = codes.TOO_MANY_REQUESTS if kind is FaultKind.HTTP_429 else codes.ERR_INTERNAL
             status = 429 if kind is FaultKind.HTTP_429 else 500

@@ -352,6 +352,8 @@ class KalshiSimulator(SimulatorServer):
             return web.json_response({"error": "too many requests"}, status=429)
         if kind is FaultKind.TIMEOUT_AFTER_EXECUTE:
             return KalshiError(504, "gateway_timeout", "Gateway timeout").response()
+        if kind is FaultKind.MAINTENANCE:
+            return KalshiError(503, "exchange_paused", "Trading on the exchange is paused").response()
         return KalshiError(500, "internal_server_error", "Internal server error").response()
 
     def malformed(self, payload: dict[str, Any]) -> dict[str, Any]:
