@@ -1,14 +1,17 @@
 """The risk checks' read of a user's recent activity (velocity, daily notional, sizes) as the
-user's orders today grow: with the daily notional's partial index, and without it.
+user's orders today grow: with the partial indexes it reads on, and without them.
 
     python -m k2.devstack run --durable -- python -m bench risk_activity [--orders 1000,5000] [--reads 200]
 
 Real PostgreSQL from the devstack. One user's orders today (spread over the day before the
 checked order, none in its velocity window) are either mostly cancelled unfilled, as an active
-trader's resting orders are (90 %), or all filled; 50 other users hold as many orders again.
-Each read is `selectors.recent_activity`, the statement the risk check runs under the user's
-lock for every order; "without the index" drops `orders_user_daily_notional` in a transaction
-that is rolled back (the same data, the statement reading every order of the user's today).
+trader's resting orders are (90 %), or all filled; or, all filled, on another instrument than
+the checked order's (its first on a new instrument, after a day of trading another). 50 other
+users hold as many orders again. Each read is `selectors.recent_activity`, the statement the
+risk check runs under the user's lock for every order; "without the indexes" drops
+`orders_user_daily_notional` and `orders_user_instrument_sizes` in a transaction that is rolled
+back (the same data: the statement reads every order of the user's today for the daily
+notional, and all of the user's orders newest first until it has the instrument's sizes).
 """
 
 from __future__ import annotations
@@ -25,13 +28,28 @@ from typing import Any
 from bench.trading import percentile
 
 OTHER_USERS = 50
-SHAPES = [("90 % cancelled unfilled", 0.9), ("all filled", 0.0)]
+# (shape, share of the user's orders cancelled unfilled, the instrument they are on)
+SHAPES = [
+    ("90 % cancelled unfilled", 0.9, "BTC-USD"),
+    ("all filled", 0.0, "BTC-USD"),
+    ("all filled, other instrument", 0.0, "ETH-USD"),
+]
+INDEXES = ("orders_user_daily_notional", "orders_user_instrument_sizes")
 
 
 def _clone(
-    template: Any, count: int, *, user_id: Any, status: str, filled: bool, start: datetime, end: datetime
+    template: Any,
+    count: int,
+    *,
+    user_id: Any,
+    status: str,
+    filled: bool,
+    start: datetime,
+    end: datetime,
+    instrument: str,
 ) -> None:
-    """`count` copies of the template order for `user_id`, created evenly between start and end."""
+    """`count` copies of the template order for `user_id` on `instrument`, created evenly between
+    start and end."""
     from django.db import connection
 
     from apps.trading.models import Order
@@ -41,6 +59,7 @@ def _clone(
         "id": "gen_random_uuid()",
         "user_id": "%(user)s",
         "client_order_id": "%(tag)s || g::text",
+        "instrument": "%(instrument)s",
         "venue_client_order_id": "gen_random_uuid()::text",
         "created_at": "%(start)s::timestamptz + (g * %(step)s::float8) * interval '1 second'",
         "submitted_at": "%(start)s",
@@ -55,7 +74,7 @@ def _clone(
             "FROM orders, generate_series(1, %(count)s) g WHERE orders.id = %(template)s",
             {
                 "user": user_id, "tag": f"bench-{uuid.uuid4().hex[:8]}-", "start": start, "step": step,
-                "status": status, "count": count, "template": template.pk,
+                "status": status, "count": count, "template": template.pk, "instrument": instrument,
             },
         )  # fmt: skip
 
@@ -93,7 +112,7 @@ def run(sizes: list[int], reads: int) -> list[tuple[str, int, list[float], list[
         for _ in range(OTHER_USERS)
     ]
     rows = []
-    for shape, cancelled_share in SHAPES:
+    for shape, cancelled_share, instrument in SHAPES:
         user = User.objects.create_user(f"bench-risk-{uuid.uuid4().hex[:8]}@example.com", None)
         template = Order.objects.create(
             user=user, client_order_id=f"bench-{uuid.uuid4().hex[:8]}", exchange="cryptocom",
@@ -117,6 +136,7 @@ def run(sizes: list[int], reads: int) -> list[tuple[str, int, list[float], list[
                         filled=filled,
                         start=day,
                         end=now - timedelta(minutes=5),
+                        instrument=instrument,
                     )
             for other in others:
                 _clone(
@@ -127,6 +147,7 @@ def run(sizes: list[int], reads: int) -> list[tuple[str, int, list[float], list[
                     filled=False,
                     start=day,
                     end=now,
+                    instrument="BTC-USD",
                 )
             have = size
             with connection.cursor() as cursor:
@@ -134,7 +155,7 @@ def run(sizes: list[int], reads: int) -> list[tuple[str, int, list[float], list[
             with_index = _time_reads(scope, reads)
             with transaction.atomic():
                 with connection.cursor() as cursor:
-                    cursor.execute("DROP INDEX orders_user_daily_notional")
+                    cursor.execute(f"DROP INDEX {', '.join(INDEXES)}")
                 without = _time_reads(scope, reads)
                 transaction.set_rollback(True)
             rows.append((shape, size, with_index, without))
@@ -142,12 +163,12 @@ def run(sizes: list[int], reads: int) -> list[tuple[str, int, list[float], list[
 
 
 def print_table(rows: list[tuple[str, int, list[float], list[float]]]) -> None:
-    print(f"{'orders today':>12}  {'shape':24} {'with index p50/p99 ms':>22} {'without p50/p99 ms':>20}")
-    print("-" * 82)
+    print(f"{'orders today':>12}  {'shape':28} {'with indexes p50/p99 ms':>24} {'without p50/p99 ms':>20}")
+    print("-" * 88)
     for shape, size, with_index, without in rows:
         a = f"{percentile(with_index, 0.5):.2f} / {percentile(with_index, 0.99):.2f}"
         b = f"{percentile(without, 0.5):.2f} / {percentile(without, 0.99):.2f}"
-        print(f"{size:>12}  {shape:24} {a:>22} {b:>20}")
+        print(f"{size:>12}  {shape:28} {a:>24} {b:>20}")
 
 
 def main(argv: list[str]) -> int:

@@ -108,6 +108,14 @@ class Order(BaseModel):
                 & ~Q(status=OrderStatus.CANCELLED, filled_quantity=0),
                 name="orders_user_daily_notional",
             ),
+            # The risk checks' usual order size (`selectors.recent_activity`): the user's latest
+            # orders on the instrument, read newest first up to the history's length, however
+            # many orders the user has on other instruments.
+            models.Index(
+                fields=["user", "instrument", "created_at"],
+                condition=Q(submitted_at__isnull=False) & ~Q(status=OrderStatus.REJECTED),
+                name="orders_user_instrument_sizes",
+            ),
         ]
 
     def __str__(self) -> str:

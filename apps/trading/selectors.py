@@ -269,13 +269,14 @@ class RecentActivity:
 # for an order that may itself be refused) or one whose request died.
 _LIVE_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(LIVE_STATUSES))
 
+# An order that passed its checks and was not refused by the venue, as the partial index
+# `orders_user_instrument_sizes` says it (written into the statement for the same reason): the
+# orders whose sizes are the user's usual ones.
+_SUBMITTED_SQL = f"submitted_at IS NOT NULL AND status <> '{OrderStatus.REJECTED}'"
+
 # What counts towards the daily notional, as the partial index `orders_user_daily_notional`
-# says it (written into the statement for the same reason): an order that passed its checks,
-# not refused by the venue, nor cancelled before anything filled.
-_COUNTS_TODAY_SQL = (
-    f"submitted_at IS NOT NULL AND status <> '{OrderStatus.REJECTED}' "
-    f"AND NOT (status = '{OrderStatus.CANCELLED}' AND filled_quantity = 0)"
-)
+# says it: a submitted order, not cancelled before anything filled.
+_COUNTS_TODAY_SQL = f"{_SUBMITTED_SQL} AND NOT (status = '{OrderStatus.CANCELLED}' AND filled_quantity = 0)"
 
 _RECENT_ACTIVITY_SQL = f"""
 SELECT
@@ -292,7 +293,7 @@ SELECT
     ARRAY(
         SELECT quantity FROM orders
         WHERE user_id = %(user_id)s AND instrument = %(instrument)s AND id <> %(order_id)s
-          AND submitted_at IS NOT NULL AND status <> %(rejected)s
+          AND {_SUBMITTED_SQL}
         ORDER BY created_at DESC LIMIT %(history)s
     ),
     (

@@ -107,3 +107,54 @@ def test_the_daily_notional_counts_what_the_user_committed_today_read_on_its_par
         cursor.execute("EXPLAIN " + _RECENT_ACTIVITY_SQL, scope.params())
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "orders_user_daily_notional" in plan, plan
+
+
+def test_the_usual_sizes_are_the_users_latest_submitted_orders_on_the_instrument_read_on_its_index(
+    django_user_model: Any,
+) -> None:
+    """The fat-finger size check compares an order with the user's latest `history` orders on the
+    instrument that passed their checks (refused and never submitted ones aside), newest first.
+    They are read on `orders_user_instrument_sizes`: a user's many orders on other instruments
+    (a first order on a new instrument, after a month of trading another) are not read at all."""
+    user = django_user_model.objects.create_user("sizes@example.com", "x" * 16)
+    other = django_user_model.objects.create_user("sizes-other@example.com", "x" * 16)
+    now = timezone.now()
+    made = iter(range(1_000))
+
+    def order(quantity: str, status: str = "cancelled", *, submitted: bool = True, **extra: Any) -> Order:
+        n = next(made)
+        fields: dict[str, Any] = {
+            "user": user, "client_order_id": f"sizes-{n}", "exchange": "cryptocom",
+            "instrument": "ETH-USD", "instrument_type": "crypto", "side": "buy", "order_type": "limit",
+            "quantity": Decimal(quantity), "price": Decimal("1"), "notional": Decimal(quantity),
+            "status": status, "submitted_at": now if submitted else None,
+        } | extra  # fmt: skip
+        created = Order.objects.create(**fields)
+        # One second apart, in the order made: "latest" is unambiguous.
+        Order.objects.filter(pk=created.pk).update(created_at=now - timedelta(seconds=1_000 - n))
+        return created
+
+    order("1", "filled", filled_quantity=Decimal("1"))
+    order("2")  # cancelled unfilled: still an order of that size
+    order("3", "open")
+    order("900", "rejected", error_code="RISK_FAT_FINGER_QUANTITY")
+    order("800", "pending", submitted=False)
+    order("700", user=other)
+    order("4", "filled", filled_quantity=Decimal("4"))
+    for _ in range(300):  # since then, only another instrument
+        order("5", instrument="BTC-USD")
+    this = order("6", "pending", submitted=False)
+    scope = ActivityScope(
+        user_id=user.pk, order_id=this.pk, instrument="ETH-USD", instrument_type="crypto",
+        venue="cryptocom", side="buy", outcome="", now=timezone.now(), risk_codes=frozenset(),
+        history=3, holds_since=timezone.now(),
+    )  # fmt: skip
+
+    assert recent_activity(scope).quantities == [Decimal("4"), Decimal("3"), Decimal("2")]
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + _RECENT_ACTIVITY_SQL, scope.params())
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "orders_user_instrument_sizes" in plan, plan
