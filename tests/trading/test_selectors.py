@@ -51,6 +51,26 @@ def test_instrument_with_the_users_active_link_to_its_venue(django_user_model: A
     assert (found.access_token.reveal(), found.access_secret.reveal()) == ("key", "secret")
 
 
+def _scope_of(order: Order, *, history: int) -> ActivityScope:
+    """What the risk check reads for `order`, as of now."""
+    return ActivityScope(
+        user_id=order.user_id, order_id=order.pk, instrument=order.instrument,
+        instrument_type=order.instrument_type, venue=order.exchange, side=order.side,
+        outcome=order.outcome, now=timezone.now(), risk_codes=frozenset(), history=history,
+        holds_since=timezone.now(),
+    )  # fmt: skip
+
+
+def _plan_of(scope: ActivityScope) -> str:
+    """The activity statement's plan, on fresh statistics, sequential scans ruled out (the test's
+    table is small enough for one to win over any index)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + _RECENT_ACTIVITY_SQL, scope.params())
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 def test_the_daily_notional_counts_what_the_user_committed_today_read_on_its_partial_index(
     django_user_model: Any,
 ) -> None:
@@ -93,19 +113,11 @@ def test_the_daily_notional_counts_what_the_user_committed_today_read_on_its_par
     for _ in range(50):
         order("cancelled", "1000")
     this = order("pending", "1000", submitted=False)
-    scope = ActivityScope(
-        user_id=user.pk, order_id=this.pk, instrument="BTC-USD", instrument_type="crypto",
-        venue="cryptocom", side="buy", outcome="", now=timezone.now(), risk_codes=frozenset(),
-        history=20, holds_since=timezone.now(),
-    )  # fmt: skip
+    scope = _scope_of(this, history=20)
 
     assert recent_activity(scope).daily_notional == Decimal("395")
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("ANALYZE orders")
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + _RECENT_ACTIVITY_SQL, scope.params())
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = _plan_of(scope)
     assert "orders_user_daily_notional" in plan, plan
 
 
@@ -144,17 +156,9 @@ def test_the_usual_sizes_are_the_users_latest_submitted_orders_on_the_instrument
     for _ in range(300):  # since then, only another instrument
         order("5", instrument="BTC-USD")
     this = order("6", "pending", submitted=False)
-    scope = ActivityScope(
-        user_id=user.pk, order_id=this.pk, instrument="ETH-USD", instrument_type="crypto",
-        venue="cryptocom", side="buy", outcome="", now=timezone.now(), risk_codes=frozenset(),
-        history=3, holds_since=timezone.now(),
-    )  # fmt: skip
+    scope = _scope_of(this, history=3)
 
     assert recent_activity(scope).quantities == [Decimal("4"), Decimal("3"), Decimal("2")]
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("ANALYZE orders")
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + _RECENT_ACTIVITY_SQL, scope.params())
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = _plan_of(scope)
     assert "orders_user_instrument_sizes" in plan, plan
