@@ -368,11 +368,11 @@ def recent_activity(scope: ActivityScope) -> RecentActivity:
     the part that filled). It is a subquery of its own, on a partial index without the orders
     that cannot count: an active trader's many orders cancelled unfilled are never read. The
     quantities are those of the user's latest orders on the instrument that reached the venue
-    (not refused). `resting` sums
-    the unfilled quantity of the user's other live orders (past their checks) on the instrument,
-    side and outcome, whenever placed: a subquery of its own (on a partial index), as they may
-    be older than the window. `submitted` lists the user's other orders at the venue submitted
-    since `holds_since` (`risk.account_holds_apply`)."""
+    (not refused), read newest first on a partial index of their own: the user's orders on other
+    instruments are never read. `resting` sums the unfilled quantity of the user's other live
+    orders (past their checks) on the instrument, side and outcome, whenever placed: a subquery
+    of its own (on a partial index), as they may be older than the window. `submitted` lists the
+    user's other orders at the venue submitted since `holds_since` (`risk.account_holds_apply`)."""
     with connection.cursor() as cursor:
         cursor.execute(_RECENT_ACTIVITY_SQL, scope.params())
         return _recent_activity_of(cursor.fetchone())
